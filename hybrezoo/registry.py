@@ -71,6 +71,7 @@ class ZooEntry:
     published_relus: Optional[int] = None    # the count the paper (or its code) states
     published_top1: Optional[float] = None   # the paper's top-1, where one exists
     published_source: str = ""               # where the published figures come from, how sure
+    relu_budget: Optional[int] = None        # masks trained for this budget come with the weights (SNL, SENet)
     description: str = ""
     hf_hub_id: Optional[str] = None          # set once weights are published
     measured_top1: Optional[float] = None    # what `hybrezoo eval` printed for the published weights
@@ -174,7 +175,7 @@ def model_info(name: str) -> dict[str, Any]:
         method=entry.method, dataset=entry.dataset.name,
         input_size=entry.dataset.input_size, num_classes=entry.dataset.num_classes,
         paper=paper.cite(), paper_url=paper.url,
-        relu_convention=entry.relu_convention,
+        relu_convention=entry.relu_convention, relu_budget=entry.relu_budget,
         published_relus=entry.published_relus, published_top1=entry.published_top1,
         published_source=entry.published_source or None,
         recipe=entry.recipe, hf_hub_id=entry.hf_hub_id, pretrained=entry.has_weights,

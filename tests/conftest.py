@@ -18,7 +18,7 @@ def one_entry_per_arch():
     for, so one name stands for each base network's family."""
     seen = {}
     for e in entries():
-        key = (e.method, e.arch.rsplit("_", 1)[0]) if e.method in ("snl", "senet") else e.arch
+        key = (e.method, e.arch.rsplit("_", 1)[0]) if e.relu_budget is not None and e.method != "circa" else e.arch
         seen.setdefault(key, e)
     return list(seen.values())
 

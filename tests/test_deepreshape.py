@@ -173,7 +173,7 @@ def test_relu_reuse_models_round_trip_through_a_state_dict():
 
 # -- the registered HybReNets ------------------------------------------------------------------------------
 
-# The two HybReNets found in public code, as the fact sheet derived them by hand (/work/notes/deepreshape.md
+# The two HybReNets found in public code, as the fact sheet derived them by hand (docs/sources.md
 # A.2: ReLUs with the stem ReLU, MACs of stem, 3x3 convs, 1x1 shortcuts and FC): pi_cost must reproduce them.
 PORTED = {("hybrenet_m16_553", "c100"): (343_040, 1_053.4e6), ("hybrenet_m32_253", "c100"): (372_736, 709.6e6),
           ("hybrenet_m16_553", "tin"): (1_372_160, 4_213.2e6), ("hybrenet_m32_253", "tin"): (1_490_944, 2_838.3e6)}

@@ -21,9 +21,13 @@ COVERED = [e for e in entries() if e.method in ("baseline", "deepreduce", "deepr
 RELU_BUDGETS = {**snl.BUDGETS, **pi_senet.BUDGETS}
 
 
-def test_every_baseline_and_deepreduce_entry_has_its_recipe():
-    missing = [e.recipe for e in COVERED if not (REPO / e.recipe).is_file()]
+def test_every_registered_entry_has_its_recipe_and_model_card():
+    every = entries()
+    missing = [e.recipe for e in every if not (REPO / e.recipe).is_file()]
     assert not missing, missing
+    assert not [e.name for e in every if not (REPO / "model_cards" / f"{e.name}.md").is_file()]
+    orphans = [p for p in RECIPES if p.relative_to(REPO).as_posix() not in {e.recipe for e in every}]
+    assert not orphans, f"recipes that regenerate no registered entry: {orphans}"
     assert len(COVERED) == 36 + 20  # + the 2 ported and 8 designed HybReNets, both tags each
 
 

@@ -17,7 +17,7 @@ def test_every_entry_is_a_timm_model_with_both_tags():
     for arch in archs:
         assert timm.is_model(arch)
         # (an SNL budget above the network's ReLUs on one data set exists on the other only: snl_r18_500k)
-        tags = snl.TAGS.get(arch, ("c100", "tin"))
+        tags = snl.FAMILY.tags(arch) if arch in snl.ARCHS else ("c100", "tin")
         assert {f"{arch}.{tag}" for tag in tags} <= set(timm.list_models(arch, pretrained=False, include_tags=True))
 
 
@@ -85,7 +85,7 @@ def _relus(model, input_size):
 
 
 # SNL/SENet entries build their base network: their published counts live in the masks of trained weights.
-@pytest.mark.parametrize("entry", [e for e in entries() if e.published_relus and e.method not in ("snl", "senet")],
+@pytest.mark.parametrize("entry", [e for e in entries() if e.published_relus and e.relu_budget is None],
                          ids=lambda e: e.name)
 def test_architecture_matches_published_relu_count(entry):
     model = timm.create_model(entry.name)

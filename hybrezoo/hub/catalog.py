@@ -62,9 +62,8 @@ def architecture_cost(name: str) -> dict:
 
 
 def masks_come_from_training(entry: ZooEntry) -> bool:
-    """Entries whose kept ReLUs exist only in trained weights (SNL, SENet and their Circa variants): the
-    registry says so in their ReLU convention."""
-    return "mask" in entry.relu_convention
+    """Entries whose kept ReLUs exist only in trained weights (SNL, SENet and their Circa variants)."""
+    return entry.relu_budget is not None
 
 
 def catalog_rows(root: Path, progress: Optional[Callable[[str], None]] = None,

@@ -4,7 +4,7 @@
 Three steps for a total ReLU budget B (the paper's abstract: "automatically assigns per-layer ReLU
 counts, decides the ReLU locations for each layer's activation map, and trains a model with
 significantly fewer ReLUs"). The paper body could not be read; what follows is its group's follow-up
-code (RLNet, ``sreetamasarkar/rlnet``, which reuses the pipeline; /work/notes/snl_senet_circa.md, B)
+code (RLNet, ``sreetamasarkar/rlnet``, which reuses the pipeline; docs/sources.md)
 plus choices of ours, each marked in docs/senet.md:
 
 1. **ReLU sensitivity per layer** (:func:`relu_sensitivity`). The paper derives it from pruning

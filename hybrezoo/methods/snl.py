@@ -4,7 +4,7 @@ SNL learns, position by position, which ReLUs a trained network keeps. Every ReL
 ``relu(x) * a + (1 - a) * x`` with a learnable ``a`` (initialised to 1); weights and masks are trained
 together with cross-entropy, distillation from the all-ReLU model and an L1 penalty on the masks.
 The behaviour follows the official code (NYU-DICE-Lab/selective_network_linearization,
-``snl_finetune_unstructured.py`` and ``utils.py``; /work/notes/snl_senet_circa.md, A1-A4):
+``snl_finetune_unstructured.py`` and ``utils.py``; docs/sources.md):
 
 - a position counts as a ReLU when ``a > threshold`` (strict; threshold 1e-2);
 - after every epoch the count is taken; the L1 weight (initially 1e-5) is multiplied by 1.1 after

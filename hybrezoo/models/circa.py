@@ -8,7 +8,7 @@ bit widths.
 
 Which networks: the all-ReLU ResNet18 (Circa's baseline kind of network), a DeepReDuce network (the
 abstract's "1.8x additional speedup" is on top of ReLU-reduced networks) and an SNL network (a
-per-pixel masked one). Which settings: Circa's per-network truncations could not be read (notes C2),
+per-pixel masked one). Which settings: Circa's per-network truncations could not be read (docs/sources.md),
 so we chose one setting for all: f = 12 fractional bits (the simulator's default), k = 8 truncated
 bits, a 32-bit ring. Faults then touch only |x| < 2^(k-f) = 1/16, a quarter of the window of the
 layer's default k = 10, while the sign-test circuit grows from 73 to 79 AND gates per ReLU under the
@@ -46,17 +46,17 @@ def _base_builder(base: str) -> tuple[Callable[..., nn.Module], Dict[str, Any]]:
     if base in deepreduce.ARCHS:
         return _create_pi_resnet, deepreduce.ARCHS[base]
     if base in snl.ARCHS:
-        return BASES[snl._BASES[snl.ARCHS[base][0]]]
+        return BASES[snl.FAMILY.bases[snl.ARCHS[base][0]]]
     raise KeyError(f"no builder for Circa base {base!r}")
 
 
 def _entry(arch: str, tag: str):
     base = resolve_name(f"{CIRCA_BASES[arch]}.{tag}")
-    masked = base.method in ("snl", "senet")
+    masked = base.relu_budget is not None
     s = SETTINGS
     return zoo_entry(
         "circa", "circa", f"as {base.name}: {base.relu_convention}",
-        reduction=base.reduction,
+        reduction=base.reduction, relu_budget=base.relu_budget,
         published_relus=None if masked else base.published_relus,
         published_source="" if masked else f"ReLU count of {base.name} ({base.published_source})",
         description=f"{base.name} with Circa stochastic ReLUs: k={s['k']} truncated bits, f={s['f']} fractional bits, "

@@ -82,7 +82,7 @@ ARCHS: dict[str, dict[str, Any]] = {
 }
 
 # ReLU-optimised designs: architecture -> (data set it was designed for, ReLU budget, order used).
-# CIFAR-100 budgets: SNL's and SENet's CIFAR-100 points (15K, 25K, 50K, 100K; published-results.md) and the
+# CIFAR-100 budgets: SNL's and SENet's CIFAR-100 points (15K, 25K, 50K, 100K; docs/sources.md) and the
 # 180K of DeepReShape's earlier abstract (iso-ReLU comparison with SNL). Tiny ImageNet budgets: SNL's and
 # SENet's Tiny ImageNet points 200K, 300K, 500K; at 100K the design is exactly DeepReDuce's
 # deepreduce_r18_cull12_thin_ch05 (m=32; 2, 2, 2), so it is not registered twice.
