@@ -80,6 +80,37 @@ def test_zoo_shows_measured_top1_and_plots_accuracy(monkeypatch, tmp_path, capsy
     assert (tmp_path / "acc.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_zoo_prices_the_budget_of_entries_whose_masks_are_unpublished(monkeypatch, capsys):
+    """SNL/SENet rows without weights price the recipe's budget (marked <=), not the unmasked base;
+    once weights are published the row counts the model as loaded."""
+    rows = {r.name: r for r in zoo_rows("cifar100")}
+    snl, base = rows["snl_r18_15k.c100"], rows["pi_resnet18_nostem.c100"]
+    assert snl.relus_bound and snl.relus == 15_000 and snl.architecture_relus == base.relus == 491_520
+    assert snl.macs == base.macs and snl.lan_s < base.lan_s
+    assert not base.relus_bound and not rows["deepreduce_r18_cull1.c100"].relus_bound
+    circa = rows["circa_snl_r18_50k.c100"]
+    assert circa.relus_bound and circa.relus == circa.stochastic_relus == 50_000
+    assert main(["zoo", "--dataset", "cifar100"]) == 0
+    out = capsys.readouterr().out
+    assert "<=15.00K" in out and "an upper bound" in out and "paper states" not in out
+    entry = registry.resolve_name("snl_r18_15k.c100")
+    monkeypatch.setitem(registry._ENTRIES, entry.name, dataclasses.replace(entry, hf_hub_id="org/snl"))
+    assert not next(r for r in zoo_rows("cifar100") if r.name == entry.name).relus_bound
+
+
+def test_at_relu_budget_scales_layers_to_the_exact_total():
+    from hybrezoo.cost.api import build_for_counting, count_for_cost
+    from hybrezoo.cost.zoo import at_relu_budget
+
+    counts = count_for_cost(build_for_counting("pi_resnet18.c100"), None)
+    scaled = at_relu_budget(counts, 12_345)
+    assert scaled.relus == sum(layer.relus for layer in scaled.relu_layers) == 12_345
+    assert all(0 <= new.relus <= old.relus for new, old in zip(scaled.relu_layers, counts.relu_layers))
+    assert scaled.macs == counts.macs and scaled.linear_ops == counts.linear_ops
+    with pytest.raises(ValueError, match="does not fit"):
+        at_relu_budget(counts, counts.relus + 1)
+
+
 def test_zoo_plot_rejects_unknown_formats(tmp_path, capsys):
     assert main(["zoo", "--dataset", "c100", "--plot", str(tmp_path / "zoo.txt")]) == 2
     assert "use a file name ending in .png, .svg, .pdf" in capsys.readouterr().err

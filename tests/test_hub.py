@@ -268,16 +268,35 @@ def test_truncated_file_is_one_clear_error(hub, tmp_path):
         timm.create_model(SMALL, pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / "absent.safetensors")))
 
 
-def test_corrupt_hub_download_fails_its_sha256(hub, tmp_path, monkeypatch):
-    cache = tmp_path / "hf"
+def cache_a_corrupt_copy(hub: Path, cache: Path, monkeypatch) -> str:
+    """``hub`` cached as test-org/corrupt with one flipped byte in the tensor data (the header still parses)."""
     repo = lay_out_hf_cache(cache, "test-org/corrupt", hub)
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
     blob = Path(os.path.realpath(repo / "snapshots" / REVISION / "model.safetensors"))
     data = bytearray(blob.read_bytes())
-    data[-10] ^= 0xFF  # one flipped byte in the tensor data: the header still parses
+    data[-10] ^= 0xFF
     blob.write_bytes(bytes(data))
+    return "test-org/corrupt"
+
+
+def test_corrupt_hub_download_fails_its_sha256(hub, tmp_path, monkeypatch):
+    cache_a_corrupt_copy(hub, tmp_path / "hf", monkeypatch)
     with pytest.raises(WeightsError, match="corrupt, truncated or replaced.*the hub's LFS sha256.*delete the cached copy"):
         timm.create_model("hf-hub:test-org/corrupt", pretrained=True)
+
+
+def test_engine_weights_from_the_hub_pass_the_same_checks(hub, hf_cache, tmp_path, monkeypatch):
+    """``--init hf-hub:...`` and teacher checkpoints (engine's load_weights) load the cached file bit for
+    bit and refuse a corrupted blob with the same one-line sha256 error as pretrained=True."""
+    from hybrezoo.engine import load_weights
+
+    model = timm.create_model(SMALL)
+    load_weights(model, f"hf-hub:{REPO_ID}")
+    same_as_trained(model)
+    corrupt = cache_a_corrupt_copy(hub, tmp_path / "hf", monkeypatch)
+    with pytest.raises(HybrezooError, match="init weights: .*corrupt, truncated or replaced.*LFS sha256") as err:
+        load_weights(timm.create_model(SMALL), f"hf-hub:{corrupt}", what="init weights")
+    assert "\n" not in str(err.value)
 
 
 def test_manifest_sha256_is_checked(hub, hf_cache, tmp_path, monkeypatch):

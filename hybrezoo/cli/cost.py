@@ -101,13 +101,18 @@ def run_zoo(args: argparse.Namespace) -> int:
         return 0
     table = [("name", "method", "ReLUs", "MACs", "params", "LAN s", "WAN s", "top-1")]
     for r in rows:
-        table.append((r.name, r.method, format_count(r.relus), format_count(r.macs), format_count(r.params),
-                      f"{r.lan_s:.1f}", f"{r.wan_s:.1f}", f"{r.top1:.2f}" if r.top1 is not None else "-"))
+        bound = "<=" if r.relus_bound else ""
+        table.append((r.name, r.method, bound + format_count(r.relus), format_count(r.macs), format_count(r.params),
+                      f"{bound}{r.lan_s:.1f}", f"{bound}{r.wan_s:.1f}", f"{r.top1:.2f}" if r.top1 is not None else "-"))
     _print_table(table, numeric=(2, 3, 4, 5, 6, 7))
     print(f"\n{len(rows)} models in {elapsed:.2f} s. Latency = offline + online, {args.protocol} "
           f"server-garbler, 1 thread; LAN {NETWORKS['lan'].describe().split(': ')[1]}, "
           f"WAN {NETWORKS['wan'].describe().split(': ')[1]}. top-1: measured on published weights.")
-    mismatched = [r for r in rows if r.published_relus is not None and r.published_relus != r.relus]
+    if any(r.relus_bound for r in rows):
+        print("<=: SNL/SENet masks come with trained weights, none published yet; the row prices the recipe's "
+              "ReLU budget, an upper bound (the architecture as built keeps every ReLU of its base).")
+    mismatched = [r for r in rows if r.published_relus is not None
+                  and (r.published_relus > r.relus if r.relus_bound else r.published_relus != r.relus)]
     for r in mismatched:
         print(f"note: {r.name} counts {r.relus:,} ReLUs; its paper states {r.published_relus:,}")
     unpriced = [r for r in rows if r.unpriced]

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
-import sys
 from pathlib import Path
 
 from ..errors import HybrezooError
+from ._run import run_recipe_command
 
 _TRAIN_EPILOG = """overrides: key=value pairs after the recipe change any recipe key, e.g.
   epochs=2 optimizer.lr=0.05 data.batch_size=64 stages.0.epochs=1 runtime.max_steps=10
@@ -75,23 +74,13 @@ def _split_remainder(args: argparse.Namespace) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ..engine import run_recipe
-
     _split_remainder(args)
     options = [*(["--data", args.data] if args.data else []), *(["--out", args.out] if args.out else []),
                *(["--resume"] if args.resume else []), *(["--download"] if args.download else []),
                *(["--device", args.device] if args.device else [])]
     command = shlex.join(["hybrezoo", "train", args.recipe, *options, *args.overrides])
-    try:
-        run_dir = run_recipe(args.recipe, data=args.data, out=args.out, overrides=args.overrides,
-                             resume=args.resume, download=args.download, device=args.device, command=command)
-    except KeyboardInterrupt:
-        print("hybrezoo: interrupted; the last complete epoch is in the run folder's checkpoint.pt: "
-              "add --resume to the same command to continue", file=sys.stderr)
-        return 130
-    if os.environ.get("RANK", "0") == "0":
-        print(run_dir)
-    return 0
+    return run_recipe_command(args.recipe, data=args.data, out=args.out, overrides=args.overrides,
+                              resume=args.resume, download=args.download, device=args.device, command=command)
 
 
 def _eval_model(args: argparse.Namespace):

@@ -96,12 +96,18 @@ def weights_file(source: PathLike) -> Path:
 def load_state_dict(source: PathLike) -> dict[str, torch.Tensor]:
     """A model state dict from a run folder, .safetensors, a plain .pt/.pth/.bin state dict, a
     training checkpoint (its latest model state), or ``hf-hub:ORG/NAME`` (its model.safetensors)."""
-    if str(source).startswith("hf-hub:"):
-        from huggingface_hub import hf_hub_download
+    from ..hub.verify import verified_hub_file, verify_weights_file
 
-        return load_file(hf_hub_download(str(source).removeprefix("hf-hub:"), "model.safetensors"))
+    if str(source).startswith("hf-hub:"):
+        # the same fetch and checks (sha256, complete header) as pretrained=True loading
+        ref = str(source).removeprefix("hf-hub:")
+        hub_path = verified_hub_file(str(source), ref)
+        if hub_path is None:
+            raise HybrezooError(f"{source} has no model.safetensors: give a hub repository exported by `hybrezoo export`")
+        return load_file(hub_path)
     path = weights_file(source)
     if path.suffix == ".safetensors":
+        verify_weights_file(path, what=f"weights {path}", fix="export or copy the file again")
         return load_file(str(path))
     state = torch.load(path, map_location="cpu", weights_only=False)
     if isinstance(state, dict) and state.get("format") == FORMAT:

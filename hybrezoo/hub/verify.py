@@ -29,7 +29,7 @@ from ..errors import HybrezooError
 from .manifest import WEIGHTS_FILE, published, split_hub_ref
 
 __all__ = ["WeightsError", "sha256_file", "verify_weights_file", "hub_blob_sha256", "checked_pretrained_load",
-           "hub_offline"]
+           "hub_offline", "verified_hub_file"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -130,11 +130,26 @@ def _check_source(name: str, cfg: dict[str, Any], what: str) -> str:
 
 def _check_hub(name: str, location: Any, what: str) -> str:
     ref, filename = location if isinstance(location, (tuple, list)) else (location, WEIGHTS_FILE)
+    path = verified_hub_file(name, ref, filename, what)
+    label = _hub_label(*split_hub_ref(ref))
+    # no model.safetensors in the repository: timm falls back to pytorch_model.bin
+    return label if path is None else f"{label} ({path})"
+
+
+def _hub_label(repo_id: str, revision: Optional[str]) -> str:
+    return f"{repo_id}{'@' + revision if revision else ''}"
+
+
+def verified_hub_file(name: str, ref: str, filename: str = WEIGHTS_FILE, what: str = "") -> Optional[str]:
+    """The cached path of ``filename`` in hub repository ``ref`` (``ORG/NAME[@REVISION]``), fetched if
+    needed and allowed, after the checks above; None when the repository has no ``model.safetensors``
+    (timm then reads ``pytorch_model.bin``). ``name`` is the zoo name the weights are for."""
+    what = what or f"weights of {name}"
     repo_id, revision = split_hub_ref(ref)
-    label = f"{repo_id}{'@' + revision if revision else ''}"
+    label = _hub_label(repo_id, revision)
     path = _fetch(name, repo_id, revision, filename, label)
-    if path is None:  # no model.safetensors in the repository: timm falls back to pytorch_model.bin
-        return label
+    if path is None:
+        return None
     release = published(name)
     expected, expected_from = None, ""
     if release is not None and release.hf_hub_id == repo_id and filename == WEIGHTS_FILE:
@@ -144,7 +159,7 @@ def _check_hub(name: str, location: Any, what: str) -> str:
     real = os.path.realpath(path)
     verify_weights_file(path, expected, what=f"{what} ({label})", expected_from=expected_from,
                         fix=f"delete the cached copy ({real}) and load again to download it afresh")
-    return f"{label} ({path})"
+    return path
 
 
 def _fetch(name: str, repo_id: str, revision: Optional[str], filename: str, label: str) -> Optional[str]:

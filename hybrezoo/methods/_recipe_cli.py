@@ -8,18 +8,15 @@ recipe overrides, so ``recipe.yaml`` in the run folder says exactly what ran.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
-import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ..engine.run import REPO_ROOT
 from ..errors import HybrezooError
 from .budget import resolve_budget
 
-__all__ = ["add_common_arguments", "run_template", "architecture_relus", "REPO_ROOT"]
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+__all__ = ["add_common_arguments", "run_template", "architecture_relus"]
 
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
@@ -57,7 +54,7 @@ def _published_weights(name: str) -> Optional[str]:
 
 def run_template(method: str, args: argparse.Namespace, budget_key: str, extra: Sequence[str] = ()) -> int:
     """Run ``training/<method>/_base/<method>.yaml`` for ``args`` (see :func:`add_common_arguments`)."""
-    from ..engine import run_recipe
+    from ..cli._run import run_recipe_command
     from ..registry import resolve_name
 
     entry = resolve_name(args.model)
@@ -90,13 +87,5 @@ def run_template(method: str, args: argparse.Namespace, budget_key: str, extra: 
                           *(["--data", str(args.data)] if args.data else []), "--out", str(out),
                           *(["--resume"] if args.resume else []), *(["--device", args.device] if args.device else []),
                           *args.overrides])
-    try:
-        run_dir = run_recipe(template, data=args.data, out=out, overrides=overrides, resume=args.resume,
-                             device=args.device, command=command)
-    except KeyboardInterrupt:
-        print("hybrezoo: interrupted; the last complete epoch is in the run folder's checkpoint.pt: "
-              "add --resume to the same command to continue", file=sys.stderr)
-        return 130
-    if os.environ.get("RANK", "0") == "0":
-        print(run_dir)
-    return 0
+    return run_recipe_command(template, data=args.data, out=out, overrides=overrides, resume=args.resume,
+                              device=args.device, command=command)

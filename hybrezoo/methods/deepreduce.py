@@ -35,7 +35,7 @@ from ..errors import HybrezooError
 from ..registry import entries
 from .budget import resolve_budget
 from .criticality import Criticality, base_config, parse_order, resolve_order, stage_criticality, tagged_entry
-from .recipes import BASE_DIR, recipe_text, resolve_recipe, write_recipe
+from .recipes import BASE_DIR, chosen_lines, recipe_text, resolve_recipe, write_recipe
 from .resnet_config import ResNetConfig, count
 
 __all__ = ["ALPHAS", "RHOS", "Candidate", "DeepReduceResult", "deepreduce_candidates", "choose_candidate",
@@ -190,14 +190,8 @@ class DeepReduceResult:
         if len(within) > show:
             lines.append(f"  ... {len(within) - show} more")
         c = self.chosen
-        lines += ["", f"chosen: {c.label()}: {c.relus:,} ReLUs, {c.macs / 1e6:.1f}M MACs ({c.config.describe()})"]
-        if self.zoo_name:
-            lines.append(f"  this is the zoo's {self.zoo_name}")
-        name, kwargs = self.recipe["model"]["name"], self.recipe["model"]["kwargs"]
-        args = "".join(f", {k}={v!r}" for k, v in kwargs.items())
-        lines.append(f"  hybrezoo.create_model({name!r}{args})")
-        if self.recipe_path is not None:
-            lines.append(f"recipe: {self.recipe_path}  (train: hybrezoo train {self.recipe_path} --data PATH)")
+        lines += chosen_lines(c.label(), c.relus, c.macs, c.config.describe(), self.zoo_name, self.recipe,
+                              self.recipe_path)
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from .budget import BudgetError, parse_budget, resolve_budget
 from .criticality import (ZOO_ORDERS, Criticality, base_config, parse_order, resolve_order, stage_criticality,
                           tagged_entry)
 from .deepreduce import add_criticality_options, check_overrides, default_recipe_path, zoo_match
-from .recipes import recipe_text, resolve_recipe, write_recipe
+from .recipes import chosen_lines, recipe_text, resolve_recipe, write_recipe
 from .resnet_config import ResNetConfig, count
 
 __all__ = ["ZOO_ORDERS", "LEVELS", "Level", "Design", "DeepReshapeResult", "relu_equalization", "stage_weights",
@@ -244,14 +244,8 @@ class DeepReshapeResult:
             lines.append(f"  {d.level.name:<19}{f'({d.config.base_width}; {a}, {b}, {g})':<16}{d.relus:>10,}"
                          f"{d.macs / 1e6:>9.1f}M{mark}")
         c = self.chosen
-        lines += ["", f"chosen: {c.name}: {c.relus:,} ReLUs, {c.macs / 1e6:.1f}M MACs ({c.config.describe()})"]
-        if self.zoo_name:
-            lines.append(f"  this is the zoo's {self.zoo_name}")
-        name, kwargs = self.recipe["model"]["name"], self.recipe["model"]["kwargs"]
-        args = "".join(f", {k}={v!r}" for k, v in kwargs.items())
-        lines.append(f"  hybrezoo.create_model({name!r}{args})")
-        if self.recipe_path is not None:
-            lines.append(f"recipe: {self.recipe_path}  (train: hybrezoo train {self.recipe_path} --data PATH)")
+        lines += chosen_lines(c.name, c.relus, c.macs, c.config.describe(), self.zoo_name, self.recipe,
+                              self.recipe_path)
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 
@@ -15,7 +15,7 @@ from ..engine.recipe import Recipe, load_recipe
 from ..engine.run import REPO_ROOT
 from ..errors import HybrezooError
 
-__all__ = ["BASE_DIR", "resolve_recipe", "recipe_text", "write_recipe"]
+__all__ = ["BASE_DIR", "resolve_recipe", "recipe_text", "write_recipe", "chosen_lines"]
 
 BASE_DIR = REPO_ROOT / "training" / "_base"
 
@@ -51,3 +51,17 @@ def write_recipe(path: str | os.PathLike, text: str) -> Path:
         raise HybrezooError(f"the recipe file {path} must end in .yaml")
     atomic_write_text(path, text)
     return path
+
+
+def chosen_lines(label: str, relus: int, macs: int, described: str, zoo_name: Optional[str],
+                 recipe: Mapping[str, Any], recipe_path: Optional[Path]) -> list[str]:
+    """The end of a method's report: the chosen network, how to build it, and how to train it."""
+    lines = ["", f"chosen: {label}: {relus:,} ReLUs, {macs / 1e6:.1f}M MACs ({described})"]
+    if zoo_name:
+        lines.append(f"  this is the zoo's {zoo_name}")
+    name, kwargs = recipe["model"]["name"], recipe["model"]["kwargs"]
+    args = "".join(f", {k}={v!r}" for k, v in kwargs.items())
+    lines.append(f"  hybrezoo.create_model({name!r}{args})")
+    if recipe_path is not None:
+        lines.append(f"recipe: {recipe_path}  (train: hybrezoo train {recipe_path} --data PATH)")
+    return lines

@@ -15,12 +15,12 @@ A freshly built model is the base network; its checkpoint carries the masks (see
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict
 
 from ..registry import zoo_cfgs
 from ._masked import MaskedFamily
 
-__all__: list[str] = ["FAMILY", "ARCHS", "BUDGETS", "budget_of"]
+__all__: list[str] = ["FAMILY", "ARCHS", "BUDGETS"]
 
 FAMILY = MaskedFamily(
     method="senet", title="SENet",
@@ -49,8 +49,3 @@ BUDGETS: Dict[str, int] = FAMILY.budgets             # "name.tag" -> ReLU budget
 
 default_cfgs = zoo_cfgs(FAMILY.zoo_table())
 FAMILY.register(__name__)
-
-
-def budget_of(name: str) -> Optional[int]:
-    """The ReLU budget of a SENet ``name.tag`` (None for other names)."""
-    return BUDGETS.get(name)

@@ -13,12 +13,12 @@ checkpoint restores the masks (see :mod:`hybrezoo.models._masked`). The recipe
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict
 
 from ..registry import zoo_cfgs
 from ._masked import MaskedFamily
 
-__all__: list[str] = ["FAMILY", "ARCHS", "BUDGETS", "budget_of"]
+__all__: list[str] = ["FAMILY", "ARCHS", "BUDGETS"]
 
 FAMILY = MaskedFamily(
     method="snl", title="SNL",
@@ -53,8 +53,3 @@ BUDGETS: Dict[str, int] = FAMILY.budgets             # "name.tag" -> ReLU budget
 
 default_cfgs = zoo_cfgs(FAMILY.zoo_table())
 FAMILY.register(__name__)
-
-
-def budget_of(name: str) -> Optional[int]:
-    """The ReLU budget of an SNL ``name.tag`` (None for other names)."""
-    return BUDGETS.get(name)
