@@ -113,7 +113,10 @@ def test_variant_builds_its_base_with_stochastic_relus_and_prices_as_circa(entry
     assert circa_cost.stochastic_relus == circa_cost.relus == pi_cost(reference, warn=False).relus
     # priced with the variant's own truncation (k=8), not the layer's default (k=10)
     plain_circa = pi_cost(reference, protocol="circa", warn=False)
-    assert circa_cost.gc_bytes > plain_circa.gc_bytes and circa_cost.gc_bytes < pi_cost(model, warn=False).gc_bytes
+    assert circa_cost.gc_bytes > plain_circa.gc_bytes and circa_cost.gc_bytes < pi_cost(reference, warn=False).gc_bytes
+    # the default protocol argument prices a model with stochastic ReLUs as Circa too
+    default = pi_cost(model, warn=False)
+    assert default.protocol == "circa" and default.gc_bytes == circa_cost.gc_bytes
 
 
 def test_an_snl_checkpoint_loads_into_its_circa_variant_with_its_masks():

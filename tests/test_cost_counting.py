@@ -141,6 +141,33 @@ def test_unpriced_nonlinearities_are_listed_and_warned():
         pi_cost(Mixed(), input_size=(3, 8, 8), warn=False)  # silenced on request, still in the result
 
 
+@pytest.mark.parametrize("act, label", [(nn.SiLU(inplace=True), "SiLU"), (nn.LeakyReLU(inplace=True), "LeakyReLU"),
+                                        (nn.ELU(inplace=True), "ELU"), (nn.Hardtanh(-1.0, 1.0, inplace=True),
+                                                                        "Hardtanh"),
+                                        (nn.Hardswish(inplace=True), "Hardswish")])
+def test_in_place_nonlinearities_are_listed_too(act, label):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), act, nn.Flatten(), nn.Linear(4 * 8 * 8, 5))
+    with pytest.warns(UnpricedOpWarning, match=label):
+        cost = pi_cost(model, input_size=(3, 8, 8))
+    assert [(u.op, u.elements) for u in cost.unpriced] == [(label, 4 * 8 * 8)] and cost.relus == 0
+
+    def product(t):
+        t = t.clone()
+        return t.mul_(torch.sigmoid(t))                          # in-place product of two activations
+    ops = {u.op for u in pi_cost(nn.Sequential(nn.Conv2d(3, 4, 3), _Lambda(product)), input_size=(3, 8, 8),
+                                 warn=False).unpriced}
+    assert ops == {"Sigmoid", "product of two activations"}
+
+
+class _Lambda(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
 def test_stochastic_relus_are_counted_separately_with_their_parameters():
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), PIReLU(), nn.Conv2d(8, 8, 3, padding=1),
                           StochasticReLU(truncated_bits=12, ring_bits=36), nn.Flatten(), nn.Linear(8 * 16, 10))

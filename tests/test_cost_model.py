@@ -87,10 +87,11 @@ def test_circa_prices_stochastic_layers_with_their_own_bits():
     assert narrow.gc_bytes < wide.gc_bytes
     plain = pi_cost(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), PIReLU(), nn.Flatten(), nn.Linear(512, 10)),
                     input_size=(3, 8, 8))
-    as_delphi = pi_cost(model(4), input_size=(3, 8, 8), protocol="delphi")
-    assert as_delphi.gc_bytes == plain.gc_bytes                     # Delphi prices them as exact ReLUs
-    assert as_delphi.stochastic_relus == 512 and "priced as exact Delphi ReLUs" in " ".join(as_delphi.assumptions)
-    assert narrow.online_s < as_delphi.online_s and narrow.client_storage_bytes < as_delphi.client_storage_bytes
+    default = pi_cost(model(4), input_size=(3, 8, 8))               # protocol="delphi", the default
+    assert default.protocol == "circa" and default.gc_bytes == wide.gc_bytes  # a stochastic ReLU is Circa's
+    assert default.stochastic_relus == 512 and "stochastic ReLUs are truncated sign tests" in " ".join(default.assumptions)
+    assert narrow.online_s < plain.online_s and narrow.client_storage_bytes < plain.client_storage_bytes
+    assert plain.protocol == "delphi" and wide.gc_bytes < plain.gc_bytes
 
 
 def test_he_fit_explains_the_measured_layers():

@@ -84,9 +84,31 @@ def test_missing_or_incomplete_folders_say_what_is_expected(tmp_path, monkeypatc
     assert data_root(None) == tmp_path
 
 
-def test_download_only_for_cifar(tmp_path):
+def test_download_only_for_cifar(tmp_path, monkeypatch):
     with pytest.raises(HybrezooError, match="only available for CIFAR-100"):
         open_source("tinyimagenet", tmp_path, download=True)
+    monkeypatch.delenv("HYBREZOO_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(HybrezooError, match="--download needs a folder to download into: pass --data"):
+        open_source("cifar100", None, download=True)
+    assert not list(tmp_path.iterdir())                     # nothing written into the working directory
+
+
+def test_damaged_files_are_one_error_line_naming_the_file(tmp_path):
+    write_fake_cifar100(tmp_path, train_per_class=1, test_per_class=1)
+    test_file = tmp_path / "cifar-100-python" / "test"
+    test_file.write_bytes(test_file.read_bytes()[:100])     # truncated
+    with pytest.raises(HybrezooError, match=r"cifar-100-python/test is empty, truncated or not a CIFAR-100") as err:
+        load_split("cifar100", "test", tmp_path, use_cache=False)
+    test_file.write_bytes(b"")
+    with pytest.raises(HybrezooError, match="is empty, truncated"):
+        load_split("cifar100", "test", tmp_path, use_cache=False)
+    assert "\n" not in str(err.value)
+    write_fake_tinyimagenet(tmp_path, train_per_class=1, val_per_class=1)
+    image = sorted((tmp_path / "tiny-imagenet-200" / "val" / "images").iterdir())[0]
+    image.write_bytes(b"not a jpeg")
+    with pytest.raises(HybrezooError, match=f"{image.name} is not a readable image.*unpack"):
+        load_split("tinyimagenet", "val", tmp_path, use_cache=False)
 
 
 def test_cache_hits_then_invalidates_when_the_source_changes(root, tmp_path):

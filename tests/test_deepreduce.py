@@ -242,3 +242,18 @@ def test_cli_prints_the_table_and_writes_the_recipe(criticality, capsys, tmp_pat
                  "--out", str(out), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["budget"] == 55_706 and result["chosen"]["relus"] <= 55_706 and result["recipe"] == str(out)
+
+
+def test_the_default_teacher_keeps_every_relu():
+    """DeepReDuce distils from the all-ReLU network, also when reducing a network that is reduced already."""
+    from hybrezoo.methods.deepreduce import deepreduce
+
+    teachers = {m: deepreduce(m, "0.5", order="zoo").recipe["distill"]["teacher"]
+                for m in ("pi_resnet18.c100", "pi_resnet18_nostem.c100", "deepreduce_r18_cull1_thin.c100",
+                          "hybrenet_m16_553.tin", "hybrenet_m16_252_cull1_thin.c100")}
+    assert teachers == {"pi_resnet18.c100": "pi_resnet18.c100", "pi_resnet18_nostem.c100": "pi_resnet18.c100",
+                        "deepreduce_r18_cull1_thin.c100": "pi_resnet18.c100",
+                        "hybrenet_m16_553.tin": "hybrenet_m16_553.tin",
+                        "hybrenet_m16_252_cull1_thin.c100": "pi_resnet18.c100"}
+    assert deepreduce("deepreduce_r18_cull1_thin.c100", "0.5", order="zoo",
+                      teacher="pi_resnet18_nostem.c100").recipe["distill"]["teacher"] == "pi_resnet18_nostem.c100"

@@ -190,7 +190,8 @@ def test_pi_cost_reproduces_the_ported_hybrenets(key):
 def test_pi_cost_reproduces_every_registered_count(entry):
     relus, macs = hybrenet.DERIVED[(entry.arch, entry.tag)]
     cost = hybrezoo.pi_cost(entry.name)
-    assert (cost.relus, cost.macs) == (relus, macs) and entry.published_relus == relus
+    assert (cost.relus, cost.macs) == (relus, macs)
+    assert entry.published_relus is None          # not a paper figure: the paper's tables could not be read
     info = model_info(entry.name)
     assert info["method"] == "deepreshape" and info["recipe"] == f"training/deepreshape/{entry.name}.yaml"
     assert f"{relus:,} ReLUs" in info["description"]
@@ -204,7 +205,7 @@ def test_the_library_reproduces_every_registered_design(arch):
     assert design.config.same_network(base_config(f"{arch}.c100"))
     assert order == ZOO_ORDERS[dataset]
     info = model_info(f"{arch}.{hybrezoo.registry.dataset_spec(dataset).tag}")
-    assert "ours, not a paper figure" in info["published_source"]
+    assert "ours, not a paper figure" in info["description"]
 
 
 def test_every_hybrenet_has_both_tags_and_a_recipe_that_builds_it():
@@ -213,7 +214,7 @@ def test_every_hybrenet_has_both_tags_and_a_recipe_that_builds_it():
     for entry in HYBRENETS:
         recipe = load_recipe(REPO / entry.recipe)
         assert recipe["model"]["name"] == entry.name
-        assert hybrezoo.pi_cost(build_model(recipe)).relus == entry.published_relus
+        assert hybrezoo.pi_cost(build_model(recipe)).relus == hybrenet.DERIVED[(entry.arch, entry.tag)][0]
         distill = stage_section(recipe, 0)["distill"]
         assert distill["teacher"] == f"pi_resnet18.{entry.tag}"
         assert distill["checkpoint"] == f"runs/baseline/pi_resnet18.{entry.tag}"

@@ -32,9 +32,10 @@ from hybrezoo.hub.push import plan_push, push_folder
 from hybrezoo.nn import relu_layers
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = "deepreduce_r18_d2111_cull1_thin_ch05_rho05.c100"  # the quickest zoo model (20.7 M MACs)
+SMALL = "snl_r18_15k.c100"  # a masked entry: its weights must bring masks within its 15,000-ReLU budget
 ARCH = SMALL.split(".")[0]
-RECIPE = REPO / f"training/deepreduce/{SMALL}.yaml"
+RECIPE_PATH = f"training/snl/{SMALL}.yaml"
+RECIPE = REPO / RECIPE_PATH
 REPO_ID = "test-org/small"
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 TRAINED: dict = {}  # the model as the masking stage left it, for bit-for-bit comparisons
@@ -42,7 +43,8 @@ TRAINED: dict = {}  # the model as the masking stage left it, for bit-for-bit co
 
 @register_stage("hub_test_masks")
 def _mask_then_train(ctx):
-    """Linearise part of two ReLU layers (one per element, one per channel), train, keep a copy."""
+    """Linearise most of every ReLU layer (per element; the last layer per channel) to within the
+    entry's budget, as an SNL search would, train, keep a copy."""
     shapes = {}
 
     def record(name):
@@ -56,10 +58,11 @@ def _mask_then_train(ctx):
     ctx.model.train()
     for h in hooks:
         h.remove()
-    (first, s1), (second, s2) = list(shapes.items())[:2]
+    *layers, (last, shape) = list(shapes.items())
     gen = torch.Generator().manual_seed(1)
-    relu_layers(ctx.model)[first].set_mask(torch.rand(s1, generator=gen) < 0.3)           # per element
-    relu_layers(ctx.model)[second].set_mask(torch.arange(s2[0]).view(-1, 1, 1) % 3 == 0)  # per channel
+    for name, layer_shape in layers:
+        relu_layers(ctx.model)[name].set_mask(torch.rand(layer_shape, generator=gen) < 0.02)   # per element
+    relu_layers(ctx.model)[last].set_mask(torch.arange(shape[0]).view(-1, 1, 1) % 16 == 0)    # per channel
     ctx.fit()
     TRAINED["model"] = copy.deepcopy(ctx.model).cpu().eval()
     TRAINED["masks"] = {n: m.mask.clone() for n, m in relu_layers(ctx.model).items() if m.mask is not None}
@@ -70,13 +73,13 @@ def run(tmp_path_factory):
     base = tmp_path_factory.mktemp("hubrun")
     write_fake_cifar100(base / "data", train_per_class=2, test_per_class=1)
     recipe = base / "masked.yaml"
-    recipe.write_text(yaml.safe_dump({"base": str(RECIPE), "distill": {"teacher": None},
+    recipe.write_text(yaml.safe_dump({"base": str(RECIPE), "distill": {"teacher": None}, "model": {"init": None},
                                       "stages": [{"kind": "hub_test_masks", "epochs": 1}]}))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HYBREZOO_CACHE", str(base / "cache"))
         out = run_recipe(recipe, data=str(base / "data"), out=base / "run",
-                         overrides=["runtime.progress=false", "data.batch_size=50", "runtime.max_steps=3"])
-    assert len(TRAINED["masks"]) == 2
+                         overrides=["runtime.progress=false", "data.batch_size=50", "runtime.max_steps=2"])
+    assert len(TRAINED["masks"]) == len(relu_layers(TRAINED["model"])) == 16
     return out
 
 
@@ -148,7 +151,7 @@ def test_card_metadata_and_the_runs_numbers(run, hub):
     card = ModelCard((hub / "README.md").read_text())
     data = card.data
     assert data.library_name == "timm" and data.license == "apache-2.0"
-    assert {"private-inference", "relu-reduction", "deepreduce"} <= set(data.tags)
+    assert {"private-inference", "relu-reduction", "snl"} <= set(data.tags)
     assert data.datasets == ["uoft-cs/cifar100"]
     top1, top5 = data.eval_results
     assert (top1.metric_value, top5.metric_value) == (round(metrics["top1"], 2), round(metrics["top5"], 2))
@@ -156,15 +159,15 @@ def test_card_metadata_and_the_runs_numbers(run, hub):
 
     text = card.text
     assert f"| this checkpoint | {metrics['top1']:.2f} | {metrics['top5']:.2f} |" in text
-    assert f"| ReLUs | {metrics['relus']:,} in 3 layers |" in text and metrics["relus"] < 7_168  # masks counted
+    assert f"| ReLUs | {metrics['relus']:,} in 16 layers |" in text and metrics["relus"] <= 15_000  # masks counted
     assert f"{metrics['macs']:,}" in text and f"{metrics['params']:,}" in text
     assert metrics["command"] in text and metrics["git_commit"] in text
-    assert f"hybrezoo train training/deepreduce/{SMALL}.yaml --data PATH" in text
+    assert f"hybrezoo train {RECIPE_PATH} --data PATH" in text
     assert f"{metrics['train_images']:,}, global batch 50" in text and metrics["hardware"]["cpu"] in text
     assert f"({metrics['wall_time_s']:,.0f} s)" in text or f"{metrics['wall_time_s']:.0f} s" in text
     assert hashlib.sha256((hub / "model.safetensors").read_bytes()).hexdigest() in text
     assert (run / "recipe.yaml").read_text().strip() in text
-    assert hybrezoo.registry.PAPERS["deepreduce"].cite() in text
+    assert hybrezoo.registry.PAPERS["snl"].cite() in text
     # the latency rows are pi_cost's own figures for these weights
     model = timm.create_model(f"local-dir:{hub}", pretrained=True)
     for network in ("lan", "wan"):
@@ -189,6 +192,31 @@ def test_export_refuses_what_it_cannot_publish(run, hub, tmp_path):
     save_file(state, str(unmasked / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(HybrezooError, match="do not reproduce the run's figures \\(relus"):
         export_run(unmasked, tmp_path / "y")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def _edited_copy(run: Path, where: Path, config: dict, model: str) -> Path:
+    """The run folder with ``config`` merged into config.json and metrics.json naming ``model``."""
+    shutil.copytree(run, where)
+    cfg = json.loads((where / "config.json").read_text())
+    cfg.update(config)
+    (where / "config.json").write_text(json.dumps(cfg))
+    metrics = json.loads((where / "metrics.json").read_text())
+    (where / "metrics.json").write_text(json.dumps(dict(metrics, model=model)))
+    return where
+
+
+def test_export_publishes_only_the_registered_architecture_under_its_name(run, tmp_path):
+    """A `hybrezoo reduce` result built on a base name with architecture arguments, or masked weights
+    under a name without masks, would replace that entry's weights with another network's."""
+    cfg = json.loads((run / "config.json").read_text())
+    other = _edited_copy(run, tmp_path / "args", {"model_args": dict(cfg.get("model_args") or {}, channel_mult=0.5)},
+                         SMALL)
+    with pytest.raises(HybrezooError, match=r"other architecture arguments \(channel_mult=0.5\).*not the zoo's"):
+        export_run(other, tmp_path / "x")
+    base = _edited_copy(run, tmp_path / "base", {"architecture": "pi_resnet18_nostem"}, "pi_resnet18_nostem.c100")
+    with pytest.raises(HybrezooError, match="carry trained ReLU masks, but pi_resnet18_nostem.c100 is not a masked"):
+        export_run(base, tmp_path / "y")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 

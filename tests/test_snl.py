@@ -176,6 +176,28 @@ def test_reduce_snl_reaches_the_budget_and_counts_what_pi_cost_counts(snl_run):
     assert sum(int(v.sum()) for v in masks.values()) == metrics["relus"] == pi_cost(model).relus
 
 
+def test_a_registered_budget_runs_under_its_snl_name_and_any_other_under_the_base_name(snl_run, tmp_path):
+    """So that `hybrezoo export` publishes a `reduce snl` result as the zoo's SNL entry for that budget
+    (and refuses one whose budget no entry has, rather than labelling it the base network)."""
+    from hybrezoo.models import pi_senet
+
+    assert snl.FAMILY.entry_for("pi_resnet18_nostem.c100", 15_000) == "snl_r18_15k.c100"
+    assert snl.FAMILY.entry_for("pi_resnet18_nostem.tin", 500_000) == "snl_r18_500k.tin"
+    assert snl.FAMILY.entry_for("pi_resnet18_nostem.c100", 3_000) is None
+    assert snl.FAMILY.entry_for("pi_resnet18.c100", 15_000) is None              # SNL's base has no stem ReLU
+    assert pi_senet.FAMILY.entry_for("pi_resnet18.c100", 50_000) == "senet_r18_50k.c100"
+    root, out = snl_run
+    assert load_recipe(out / "recipe.yaml")["model"]["name"] == "pi_resnet18_nostem.c100"   # budget 3000
+    named = tmp_path / "snl15k"
+    code = main(["reduce", "snl", "--model", "pi_resnet18_nostem.c100", "--budget", "15k",
+                 "--init", str(out.parent / "base"), "--data", str(root), "--out", str(named), TINY,
+                 "data.batch_size=100", "data.eval_batch_size=100", "stages.0.epochs=1", "stages.1.epochs=1",
+                 "runtime.max_steps=1", *QUIET])
+    assert code == 0
+    assert load_recipe(named / "recipe.yaml")["model"]["name"] == "snl_r18_15k.c100"
+    assert json.loads((named / "metrics.json").read_text())["model"] == "snl_r18_15k.c100"
+
+
 def test_the_saved_checkpoint_reloads_with_the_same_masks_and_outputs(snl_run):
     root, out = snl_run
     from_folder = timm.create_model(f"local-dir:{out}", pretrained=True).eval()

@@ -1,12 +1,19 @@
-"""The checks timm's own model tests apply, over every registered architecture."""
+"""The checks timm's own model tests apply, over every registered architecture (the shape checks
+under both data-set tags)."""
 import pytest
 import timm
 import torch
 
 from conftest import one_entry_per_arch
 
+from hybrezoo.registry import entries
+
 ENTRIES = one_entry_per_arch()
 IDS = [e.arch for e in ENTRIES]
+# The same architectures under their other tag (other input size and classes): the shape contract again.
+OTHER_TAGS = [e for e in entries() if e.arch in set(IDS) and e.name not in {x.name for x in ENTRIES}]
+BOTH = ENTRIES + OTHER_TAGS
+BOTH_IDS = [e.name for e in BOTH]
 
 
 def _input(entry, batch=2):
@@ -33,7 +40,7 @@ def test_forward_backward(entry):
     assert not missing, f"no gradient for {missing}"
 
 
-@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+@pytest.mark.parametrize("entry", BOTH, ids=BOTH_IDS)
 def test_features_and_head(entry):
     model = timm.create_model(entry.name).eval()
     cfg = model.pretrained_cfg
@@ -63,7 +70,7 @@ def test_features_and_head(entry):
     assert cfg["classifier"] + ".weight" in params
 
 
-@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+@pytest.mark.parametrize("entry", BOTH, ids=BOTH_IDS)
 def test_features_only(entry):
     model = timm.create_model(entry.name, features_only=True).eval()
     info = model.feature_info

@@ -30,6 +30,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # the reader went away (`hybrezoo zoo | head`): stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE
     except (HybrezooError, ValueError, FileNotFoundError, KeyError) as err:
         # One line that says what to do; HYBREZOO_DEBUG=1 shows the traceback instead.
         if os.environ.get("HYBREZOO_DEBUG"):

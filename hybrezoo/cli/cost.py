@@ -105,7 +105,9 @@ def run_zoo(args: argparse.Namespace) -> int:
         table.append((r.name, r.method, bound + format_count(r.relus), format_count(r.macs), format_count(r.params),
                       f"{bound}{r.lan_s:.1f}", f"{bound}{r.wan_s:.1f}", f"{r.top1:.2f}" if r.top1 is not None else "-"))
     _print_table(table, numeric=(2, 3, 4, 5, 6, 7))
-    print(f"\n{len(rows)} models in {elapsed:.2f} s. Latency = offline + online, {args.protocol} "
+    circa_rows = " (circa for models with stochastic ReLUs)" if args.protocol != "circa" and any(
+        r.stochastic_relus for r in rows) else ""
+    print(f"\n{len(rows)} models in {elapsed:.2f} s. Latency = offline + online, {args.protocol}{circa_rows} "
           f"server-garbler, 1 thread; LAN {NETWORKS['lan'].describe().split(': ')[1]}, "
           f"WAN {NETWORKS['wan'].describe().split(': ')[1]}. top-1: measured on published weights.")
     if any(r.relus_bound for r in rows):

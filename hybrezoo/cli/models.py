@@ -10,7 +10,8 @@ from ..registry import METHODS, list_models, model_info, resolve_name
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list the zoo's models (name.tag), filtered by method and data set")
     p.add_argument("--method", choices=METHODS)
-    p.add_argument("--dataset", choices=("cifar100", "tinyimagenet"))
+    p.add_argument("--dataset", metavar="{cifar100,tinyimagenet}",
+                   help="data set (cifar100 or c100, tinyimagenet or tin)")
     p.add_argument("--pretrained", action="store_true", help="only entries whose weights are published")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run_list)

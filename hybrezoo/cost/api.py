@@ -84,7 +84,8 @@ def pi_cost(model: Union[str, nn.Module], input_size: Optional[Sequence[int]] = 
             weights, nothing is downloaded).
         input_size: (C, H, W) of one input; defaults to the model's ``pretrained_cfg["input_size"]``.
         protocol: ``"delphi"`` (every ReLU a garbled circuit) or ``"circa"`` (a truncated sign test in
-            the circuit plus a Beaver triple per ReLU).
+            the circuit plus a Beaver triple per ReLU). A model with Circa's stochastic ReLUs is priced
+            with Circa's protocol either way (they exist only there).
         garbler: ``"server"`` (Delphi) or ``"client"`` (the client garbles, as Garimella et al. propose).
         network: ``"lan"``, ``"wan"`` or ``"wireless"``; ``bandwidth_mbps`` (one figure or
             (upload, download)) and ``rtt_ms`` replace the preset's.

@@ -267,6 +267,7 @@ class _OpRecorder(TorchDispatchMode):
         if tracer.inside_pirelu():
             return  # priced as a whole by the layer's kept_per_sample
         packet = func.overloadpacket.__name__
+        packet = packet[:-1] if packet.endswith("_") and not packet.endswith("__") else packet  # in place: silu_
         result = _first_tensor(out)
         if func in (_aten.convolution.default, _aten._convolution.default):
             self._record_conv(args, result)

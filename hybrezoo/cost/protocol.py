@@ -80,7 +80,7 @@ def _price_relu_layers(layers: Tuple[ReluLayer, ...], protocol: str) -> List[_Pr
     for layer in layers:
         if layer.relus == 0:
             continue
-        if protocol == "circa":
+        if protocol == "circa" or layer.stochastic:  # a stochastic ReLU only exists in Circa's protocol
             n = layer.ring_bits if layer.stochastic else defaults["ring_bits"]
             k = layer.truncated_bits if layer.stochastic else defaults["truncated_bits"]
             priced.append(_PricedLayer(layer, circa_sign_circuit(int(n), int(k)), True))
@@ -99,7 +99,9 @@ def estimate(counts: ModelCounts, model_name: str, *, protocol: str, garbler: st
              threads: int, client_threads: int, client_device: str) -> PICost:
     """Price counted inference under the protocol; see the module docstring for the steps."""
     rates = _rates()
-    priced = _price_relu_layers(counts.relu_layers, protocol)
+    asked = protocol
+    protocol = "circa" if counts.stochastic_relus else protocol  # the model runs Circa's ReLU: Circa's protocol
+    priced = _price_relu_layers(counts.relu_layers, asked)
     n_relu = sum(p.layer.relus for p in priced)
     n_triples = sum(p.layer.relus for p in priced if p.triple)
     relu_layer_count = len(priced)
@@ -219,7 +221,7 @@ def estimate(counts: ModelCounts, model_name: str, *, protocol: str, garbler: st
         online_upload_bytes=int(on_up), online_download_bytes=int(on_down),
         client_storage_bytes=int(client_storage), server_storage_bytes=int(server_storage),
         breakdown=breakdown, layers=layers, unpriced=counts.unpriced,
-        assumptions=_assumptions(counts, protocol, garbler, network, client_device, priced),
+        assumptions=_assumptions(counts, asked, garbler, network, client_device, priced),
         warnings=_warnings(counts),
     )
 
@@ -280,8 +282,11 @@ def _assumptions(counts: ModelCounts, protocol: str, garbler: str, network: Netw
                      f"n-k+1 wires, 1 output) plus one Beaver triple; plain ReLUs use n={d['ring_bits']}, "
                      f"k={d['truncated_bits']} (StochasticReLU's defaults)")
     elif counts.stochastic_relus:
-        lines.append(f"{counts.stochastic_relus:,} Circa stochastic ReLUs priced as exact Delphi ReLUs "
-                     f"(protocol='circa' prices their sign-test circuit)")
+        plain = counts.relus - counts.stochastic_relus
+        lines.append(f"Circa: the model's {counts.stochastic_relus:,} stochastic ReLUs are truncated sign tests in GC "
+                     f"(their own n and k) plus one Beaver triple each"
+                     + (f"; its {plain:,} plain ReLUs are Delphi's ReLU circuit (protocol='circa' prices them as "
+                        f"sign tests too)" if plain else ""))
     if counts.device != "meta":
         lines.append(f"counted with a real forward pass on {counts.device} (the meta-device pass failed)")
     return tuple(lines)

@@ -23,9 +23,17 @@ _FILES = ("train", "test", "meta")
 
 
 def _read_pickle(path: Path) -> dict[str, Any]:
-    with open(path, "rb") as f:
-        # latin1 turns Python 2 byte strings into str (keys and label names) without touching arrays.
-        raw = pickle.load(f, encoding="latin1")
+    try:
+        with open(path, "rb") as f:
+            # latin1 turns Python 2 byte strings into str (keys and label names) without touching arrays.
+            raw = pickle.load(f, encoding="latin1")
+    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, ImportError, IndexError) as err:
+        raise HybrezooError(f"{path} is empty, truncated or not a CIFAR-100 python pickle ({type(err).__name__}): "
+                            "unpack cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html "
+                            "again") from None
+    if not isinstance(raw, dict):
+        raise HybrezooError(f"{path} is not a CIFAR-100 python pickle (it holds a {type(raw).__name__}): unpack "
+                            "cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html again")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
 
 
@@ -71,6 +79,14 @@ def download_cifar100(root: Path) -> None:
     """Fetch CIFAR-100 into ``root/cifar-100-python`` with torchvision (checksummed); only on --download."""
     from torchvision.datasets import CIFAR100
 
+    import urllib.error
+
     root.mkdir(parents=True, exist_ok=True)
-    for train in (True, False):
-        CIFAR100(str(root), train=train, download=True)
+    try:
+        for train in (True, False):
+            CIFAR100(str(root), train=train, download=True)
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", None) or err
+        raise HybrezooError(f"downloading CIFAR-100 into {root} failed ({reason}): check the network, or fetch "
+                            "cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html, unpack it "
+                            f"in {root} and run without --download") from None

@@ -37,7 +37,10 @@ def open_source(dataset: str, root: Optional[PathLike] = None, download: bool = 
     if download:
         if spec.name != "cifar100":
             raise HybrezooError(f"--download is only available for CIFAR-100; get {spec.title} from {spec.homepage}")
-        base = Path(root if root not in (None, "") else os.environ.get("HYBREZOO_DATA") or ".").expanduser()
+        chosen = root if root not in (None, "") else os.environ.get("HYBREZOO_DATA")
+        if not chosen:
+            raise HybrezooError("--download needs a folder to download into: pass --data PATH or set HYBREZOO_DATA")
+        base = Path(chosen).expanduser()
         if not (base / spec.folder / "meta").is_file():
             download_cifar100(base)
         root = base

@@ -25,8 +25,12 @@ _SIZE = 64
 
 
 def _decode(path: Path) -> np.ndarray:
-    with Image.open(path) as img:
-        array = np.asarray(img.convert("RGB"))
+    try:
+        with Image.open(path) as img:
+            array = np.asarray(img.convert("RGB"))
+    except (OSError, ValueError, SyntaxError) as err:  # PIL's UnidentifiedImageError is an OSError
+        raise HybrezooError(f"{path} is not a readable image ({type(err).__name__}): the folder is damaged; unpack "
+                            "the official tiny-imagenet-200.zip again") from None
     if array.shape != (_SIZE, _SIZE, 3):
         raise HybrezooError(f"{path} is {array.shape[1]}x{array.shape[0]}, not 64x64: "
                             "this is not the standard Tiny ImageNet; unpack the official archive again")

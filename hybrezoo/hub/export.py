@@ -69,18 +69,61 @@ def read_release(folder: PathLike, repo_id: Optional[str] = None, revision: Opti
             raise HybrezooError(f"{folder}/metrics.json has no number {key!r}: give a run folder written by "
                                 "`hybrezoo train`")
 
+    _check_is_the_registered_architecture(folder, name, config.get("model_args") or {})
     model = timm.create_model(f"local-dir:{folder}", pretrained=True)  # verified, masks restored
     cost = cost_summary(model, metrics.get("input_size") or entry.dataset.input_size, label=name)
     differ = [f"{key} {cost[key]:,} vs {metrics[key]:,}" for key in _CHECKED if cost[key] != metrics[key]]
     if differ:
         raise HybrezooError(f"{folder}: the saved weights do not reproduce the run's figures ({'; '.join(differ)} in "
                             "metrics.json): the weights or masks changed after training; export an untouched run")
+    _check_masks_fit_the_entry(folder, model, entry, int(cost["relus"]))
     release = Release(name=name, sha256=sha256_file(folder / WEIGHTS_FILE),
                       size_bytes=(folder / WEIGHTS_FILE).stat().st_size, metrics=metrics,
                       recipe_yaml=(folder / "recipe.yaml").read_text(), cost=cost,
                       hf_hub_id=repo_id, revision=revision)
     release.validate(where=str(folder))
     return release
+
+
+_DATA_ARGS = ("num_classes", "in_chans", "global_pool")
+
+
+def _architecture(name: str, model_args: dict[str, Any]) -> tuple[tuple[tuple[str, tuple[int, ...]], ...], int]:
+    """What identifies an architecture: its parameter and buffer shapes and its ReLUs (built on meta)."""
+    import timm
+    import torch
+
+    from ..cost.api import count_for_cost
+
+    with torch.device("meta"):
+        model = timm.create_model(name, **model_args)
+    shapes = tuple((k, tuple(v.shape)) for k, v in model.state_dict().items())
+    return shapes, count_for_cost(model, None).relus
+
+
+def _check_is_the_registered_architecture(folder: Path, name: str, model_args: dict[str, Any]) -> None:
+    """A run built with architecture arguments (a ``hybrezoo reduce`` result on a base network, say) is
+    not the registered entry whose name it carries, and must not be published under that name."""
+    args = {k: v for k, v in model_args.items() if k not in _DATA_ARGS}
+    if args and _architecture(name, args) != _architecture(name, {}):
+        listed = ", ".join(f"{k}={v}" for k, v in args.items())
+        raise HybrezooError(f"{folder}: the run built {name} with other architecture arguments ({listed}), so it is "
+                            f"not the zoo's {name}; only registered architectures are published: use the zoo name "
+                            "the reduce command reported, or register this configuration first")
+
+
+def _check_masks_fit_the_entry(folder: Path, model: Any, entry: Any, relus: int) -> None:
+    """Masked weights go out only under a masked entry (SNL, SENet), and within its ReLU budget."""
+    from ..nn import relu_layers
+
+    masked = any(layer.mask is not None for layer in relu_layers(model).values())
+    if masked and entry.relu_budget is None:
+        raise HybrezooError(f"{folder}: the weights carry trained ReLU masks, but {entry.name} is not a masked "
+                            "entry: publish them under the SNL or SENet name for their budget (hybrezoo list --method "
+                            "snl), not under the base network's name")
+    if entry.relu_budget is not None and relus > entry.relu_budget:
+        raise HybrezooError(f"{folder}: the weights keep {relus:,} ReLUs, above {entry.name}'s budget of "
+                            f"{entry.relu_budget:,}: train the recipe to the end (its masks meet the budget)")
 
 
 def export_run(run_dir: PathLike, out: PathLike, overwrite: bool = False, repo_id: Optional[str] = None) -> Path:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import shlex
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from ..engine.run import REPO_ROOT
 from ..errors import HybrezooError
@@ -52,15 +52,21 @@ def _published_weights(name: str) -> Optional[str]:
     return f"hf-hub:{entry.hf_hub_id}" if entry.hf_hub_id else None
 
 
-def run_template(method: str, args: argparse.Namespace, budget_key: str, extra: Sequence[str] = ()) -> int:
-    """Run ``training/<method>/_base/<method>.yaml`` for ``args`` (see :func:`add_common_arguments`)."""
+def run_template(method: str, args: argparse.Namespace, budget_key: str, extra: Sequence[str] = (),
+                 registered: Optional[Callable[[str, int], Optional[str]]] = None) -> int:
+    """Run ``training/<method>/_base/<method>.yaml`` for ``args`` (see :func:`add_common_arguments`).
+
+    ``registered(base_name, budget)`` names the zoo entry this run produces, when there is one (the SNL
+    or SENet name for that base and budget): the run is then built and saved under that name, so it
+    exports and publishes as that entry; otherwise under the base network's name."""
     from ..cli._run import run_recipe_command
     from ..registry import resolve_name
 
     entry = resolve_name(args.model)
     if entry.name != args.model:
         raise HybrezooError(f"give the data set tag: --model {entry.arch}.c100 or {entry.arch}.tin")
-    resolve_budget(args.budget, architecture_relus(entry.name))  # a budget above the model's ReLUs fails here
+    budget = resolve_budget(args.budget, architecture_relus(entry.name))  # above the model's ReLUs fails here
+    model_name = (registered(entry.name, budget) if registered else None) or entry.name
     init = args.init or _published_weights(entry.name)
     if init is None:
         raise HybrezooError(f"{method} starts from trained weights and {entry.name} has none published: train it "
@@ -76,7 +82,7 @@ def run_template(method: str, args: argparse.Namespace, budget_key: str, extra: 
             raise HybrezooError(f"cannot read {item!r}: overrides are key=value (e.g. stages.1.epochs=20)")
     budget_label = str(args.budget).replace(".", "p")
     out = Path(args.out) if args.out else Path("runs", "reduce", method, f"{entry.name}_{budget_label}")
-    overrides = [f"model.name={entry.name}", f"model.init={init}", f"distill.teacher={teacher}",
+    overrides = [f"model.name={model_name}", f"model.init={init}", f"distill.teacher={teacher}",
                  f"distill.checkpoint={'null' if teacher_ckpt is None else teacher_ckpt}",
                  f"{budget_key}={args.budget}", *extra, *args.overrides]
     template = REPO_ROOT / "training" / method / "_base" / f"{method}.yaml"

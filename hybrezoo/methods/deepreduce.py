@@ -157,6 +157,20 @@ def zoo_match(config: ResNetConfig, tag: str, methods: Sequence[str] = ("deepred
     return None
 
 
+def all_relu_teacher(model: str, config: ResNetConfig, tag: str) -> str:
+    """The default distillation teacher, an all-ReLU network as DeepReDuce distils from: ``model``
+    itself when it keeps every ReLU, else the registered network of the same widths with every ReLU
+    (stem included), else the same at full width and resolution, else the zoo's all-ReLU ResNet18."""
+    full = replace(config, stem_relu=True, stage_relus=("all",) * len(config.stage_relus), relu_reuse=1)
+    if config.same_network(full):
+        return model
+    for candidate in (full, replace(full, channel_mult=1.0, stem_stride=1)):
+        match = zoo_match(candidate, tag, methods=("baseline", "deepreshape"))
+        if match is not None:
+            return match
+    return f"pi_resnet18.{tag}"
+
+
 def teacher_default(name: str) -> Optional[str]:
     """Where the recipe of zoo model ``name`` writes its weights (``runs/<method>/<name>``), if it has one."""
     recipe = REPO_ROOT / tagged_entry(name).recipe
@@ -223,7 +237,7 @@ def deepreduce(model: str, budget: str | int | float, *, data: Optional[str] = N
     total = count(model, base, entry.dataset.input_size).relus
     count_budget = resolve_budget(budget, total)  # bad budgets fail before any training
     _check_scales(alphas, rhos, base)
-    teacher = teacher or model
+    teacher = teacher or (model if model_kwargs else all_relu_teacher(model, base, entry.tag))
     tagged_entry(teacher)
     if order is None:  # refuse a budget no culling order can meet before training anything
         choose_candidate([smallest_candidate(model, alphas=alphas, rhos=rhos, model_kwargs=model_kwargs)],
@@ -315,7 +329,8 @@ def add_reduce_parser(sub: argparse._SubParsersAction) -> None:
                    help="where to write the recipe (default runs/recipes/deepreduce_<arch>_<budget>.<tag>.yaml)")
     p.add_argument("--alphas", type=_floats, default=ALPHAS, metavar="A,A", help="channel scales (default 1,0.5)")
     p.add_argument("--rhos", type=_floats, default=RHOS, metavar="R,R", help="resolution scales (default 1,0.5)")
-    p.add_argument("--teacher", help="distillation teacher (default: the model itself, all ReLUs)")
+    p.add_argument("--teacher", help="distillation teacher (default: the model itself when it keeps every ReLU, "
+                                     "else the registered all-ReLU network of its widths, e.g. pi_resnet18)")
     p.add_argument("--teacher-checkpoint", metavar="RUN",
                    help="teacher weights (default: the run folder its recipe writes, runs/<method>/<name>)")
     add_criticality_options(p)

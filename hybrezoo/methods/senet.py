@@ -421,5 +421,7 @@ def add_reduce_parser(sub: argparse._SubParsersAction) -> None:
 def _run_reduce(args: argparse.Namespace) -> int:
     from ._recipe_cli import run_template
 
-    return run_template("senet", args, "stages.0.budget")
+    from ..models.pi_senet import FAMILY
+
+    return run_template("senet", args, "stages.0.budget", registered=FAMILY.entry_for)
 

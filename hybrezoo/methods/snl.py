@@ -207,5 +207,8 @@ def add_reduce_parser(sub: argparse._SubParsersAction) -> None:
 def _run_reduce(args: argparse.Namespace) -> int:
     from ._recipe_cli import run_template
 
-    return run_template("snl", args, "stages.0.budget", extra=[f"stages.0.granularity={args.granularity}"])
+    from ..models.snl import FAMILY
+
+    return run_template("snl", args, "stages.0.budget", extra=[f"stages.0.granularity={args.granularity}"],
+                        registered=FAMILY.entry_for if args.granularity == "pixel" else None)
 

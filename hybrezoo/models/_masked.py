@@ -99,6 +99,15 @@ class MaskedFamily:
                         + ("" if in_paper else f" (a budget {self.title} reports on the other data set)"),
         )
 
+    def entry_for(self, base_name: str, budget: int) -> Optional[str]:
+        """The registered ``name.tag`` whose masks are trained on ``base_name`` (``pi_resnet18_nostem.c100``)
+        for exactly ``budget`` ReLUs, if there is one."""
+        arch, _, tag = base_name.partition(".")
+        for name, (short, b) in self.archs.items():
+            if self.bases[short] == arch and b == budget and tag in self.tags(name):
+                return f"{name}.{tag}"
+        return None
+
     def zoo_table(self) -> Dict[str, Any]:
         """The entries, keyed ``name.tag``, for the family module's ``zoo_cfgs``."""
         return {f"{arch}.{tag}": self._entry(arch, tag) for arch in self.archs for tag in self.tags(arch)}

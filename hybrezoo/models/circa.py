@@ -3,8 +3,8 @@ stochastic ReLU (:class:`~hybrezoo.nn.StochasticReLU`) with the truncation setti
 
 ``circa_<base>`` builds ``<base>`` and converts it with :func:`hybrezoo.methods.circa.convert`; a
 checkpoint of the base network loads as is (stochastic ReLUs keep PIReLU's mask buffer), so masked
-networks (SNL) keep their masks. ``pi_cost(model, protocol="circa")`` prices each layer with its own
-bit widths.
+networks (SNL) keep their masks. ``pi_cost(model)`` prices them with Circa's protocol, each layer
+with its own bit widths.
 
 Which networks: the all-ReLU ResNet18 (Circa's baseline kind of network), a DeepReDuce network (the
 abstract's "1.8x additional speedup" is on top of ReLU-reduced networks) and an SNL network (a

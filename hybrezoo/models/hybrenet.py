@@ -46,7 +46,7 @@ class HybReNet(PIResNet):
         apply_relu_reuse(self, relu_reuse)
 
 
-_PORT = "derived; configuration from the PrivCirNet port of DeepReShape (code)"
+_PORT = "configuration from the PrivCirNet port of DeepReShape's code; counts derived"
 _OURS = ("ours, not a paper figure: designed by hybrezoo.methods.deepreshape for {budget} ReLUs on {data} "
          "(criticality order {order}); ReLUs derived")
 
@@ -135,10 +135,12 @@ def _entry(arch: str, tag: str):
     else:
         source, convention = _PORT, "stem ReLU kept (PrivCirNet port)"
         what = "HybReNet base network from the PrivCirNet port, all ReLUs"
+    # No paper figure exists for these networks (docs/deepreshape.md), so published_relus stays empty;
+    # where the configuration comes from is in the description.
     return zoo_entry(
-        "deepreshape", "deepreshape", convention, published_relus=relus, published_source=source,
+        "deepreshape", "deepreshape", convention,
         description=f"{what}: (m={args['base_width']}; {a}, {b}, {g}), depths {tuple(args['depths'])}, "
-                    f"{relus:,} ReLUs, {macs / 1e6:.1f}M MACs.")
+                    f"{relus:,} ReLUs, {macs / 1e6:.1f}M MACs ({source}).")
 
 
 default_cfgs = zoo_cfgs({f"{arch}.{tag}": _entry(arch, tag) for arch in ARCHS for tag in ("c100", "tin")})
