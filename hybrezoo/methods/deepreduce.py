@@ -237,7 +237,7 @@ def deepreduce(model: str, budget: str | int | float, *, data: Optional[str] = N
     total = count(model, base, entry.dataset.input_size).relus
     count_budget = resolve_budget(budget, total)  # bad budgets fail before any training
     _check_scales(alphas, rhos, base)
-    teacher = teacher or (model if model_kwargs else all_relu_teacher(model, base, entry.tag))
+    teacher = teacher or all_relu_teacher(model, base, entry.tag)
     tagged_entry(teacher)
     if order is None:  # refuse a budget no culling order can meet before training anything
         choose_candidate([smallest_candidate(model, alphas=alphas, rhos=rhos, model_kwargs=model_kwargs)],
