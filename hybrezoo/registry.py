@@ -73,7 +73,9 @@ class ZooEntry:
     published_source: str = ""               # where the published figures come from, how sure
     relu_budget: Optional[int] = None        # masks trained for this budget come with the weights (SNL, SENet)
     description: str = ""
-    hf_hub_id: Optional[str] = None          # set once weights are published
+    published: bool = False                  # in the manifest (hybrezoo/hub/manifest.json)
+    hf_hub_id: Optional[str] = None          # ORG/NAME@commit once pushed to the Hugging Face hub
+    weights_file: Optional[str] = None       # the repository's copy, weights/<name>/model.safetensors, if present
     measured_top1: Optional[float] = None    # what `hybrezoo eval` printed for the published weights
 
     @property
@@ -91,14 +93,14 @@ class ZooEntry:
 
     @property
     def has_weights(self) -> bool:
-        return self.hf_hub_id is not None
+        return self.published
 
     def pretrained_cfg(self) -> dict[str, Any]:
         spec = self.dataset
         paper = PAPERS[self.paper]
         pool = spec.input_size[1] // self.reduction
         return dict(
-            hf_hub_id=self.hf_hub_id,
+            hf_hub_id=self.hf_hub_id, file=self.weights_file,
             num_classes=spec.num_classes, input_size=spec.input_size, pool_size=(pool, pool),
             fixed_input_size=False, crop_pct=1.0, crop_mode="center", interpolation="bilinear",
             mean=spec.mean, std=spec.std, first_conv="conv1", classifier="fc",
@@ -178,7 +180,7 @@ def model_info(name: str) -> dict[str, Any]:
         relu_convention=entry.relu_convention, relu_budget=entry.relu_budget,
         published_relus=entry.published_relus, published_top1=entry.published_top1,
         published_source=entry.published_source or None,
-        recipe=entry.recipe, hf_hub_id=entry.hf_hub_id, pretrained=entry.has_weights,
-        measured_top1=entry.measured_top1,
+        recipe=entry.recipe, pretrained=entry.has_weights, hf_hub_id=entry.hf_hub_id,
+        weights_file=entry.weights_file, measured_top1=entry.measured_top1,
         description=entry.description or None,
     )

@@ -170,3 +170,46 @@ def test_eval_rejects_bad_circa_options_in_one_line(folders, capsys, extra, mess
     code = main(["eval", str(plain_run), "--data", str(root), *extra])
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1
+
+
+# -- which faults a call gets: a function of the seed and the input (docs/circa.md) --------------------------------
+def test_a_seeded_circa_model_is_a_function_of_its_input():
+    model = convert(small(), k=10, f=12, seed=0).eval()
+    x = torch.randn(8, 3, 32, 32) * 0.1
+    first = model(x)
+    model(torch.randn(4, 3, 32, 32))                    # whatever ran before
+    assert torch.equal(model(x), first)
+    # gradient checkpointing recomputes the same faults, so the gradients are those of the plain pass
+    model.train()
+    grads = []
+    for checkpointing in (False, True):
+        model.zero_grad()
+        model.set_grad_checkpointing(checkpointing)
+        model(x).square().sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
+
+
+def test_fault_evaluation_does_not_depend_on_what_ran_before_and_varies_by_seed():
+    model = convert(small(), k=10, f=12, seed=0).eval()
+    loader = [(torch.randn(16, 3, 32, 32) * 0.2, torch.randint(0, 10, (16,))) for _ in range(3)]
+    first = evaluate_under_faults(model, loader, [0, 1, 2])
+    model(torch.randn(16, 3, 32, 32))
+    assert evaluate_under_faults(model, loader, [0, 1, 2]).top1 == first.top1
+    # the faults differ by seed: the logits of one batch under seeds 0 and 1
+    x = loader[0][0]
+    reseed(model, 0)
+    zero = model(x)
+    reseed(model, 1)
+    assert not torch.equal(model(x), zero)
+    assert evaluate(model, loader)["top1"] == first.top1[1]  # left with seed 1: scores seed 1's figure
+
+
+def test_convert_can_ask_for_fresh_faults_on_every_call():
+    model = convert(small(), k=10, f=12, seed=0, fresh_faults=True).eval()
+    assert all(m.fresh_faults for m in stochastic_layers(model).values())
+    x = torch.randn(8, 3, 32, 32) * 0.1
+    first = model(x)
+    assert not torch.equal(model(x), first)
+    reseed(model, 0)
+    assert torch.equal(model(x), first)

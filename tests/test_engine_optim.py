@@ -100,9 +100,8 @@ def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(path, {"epoch": 1})
 
-    def torn_save(obj, f, *a, **k):
-        with open(f, "wb") as out:
-            out.write(b"half a checkp")
+    def torn_save(obj, f, *a, **k):  # f: the temporary file, open for writing
+        f.write(b"half a checkp")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, "save", torn_save)

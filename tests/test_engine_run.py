@@ -223,3 +223,80 @@ def test_cli_options_may_follow_the_recipe(root, tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["overrides"] == ["epochs=1", *QUIET, "runtime.max_steps=1", "data.batch_size=10",
                                     "runtime.max_eval_batches=1"]
+
+
+# -- exact resumption at a stage boundary and in the middle of a later stage ---------------------------
+@register_stage("test_random_setup", options={"keep": 0.5})
+def random_setup(ctx):
+    """A stage whose set-up draws from the global RNG (random per-channel masks), as SENet/SNL set-ups may."""
+    for name, channels in feature_channels(ctx.model).items():
+        keep = torch.rand(channels, 1, 1) < ctx.section["keep"]
+        relu_layers(ctx.model)[name].set_mask(keep)
+    ctx.model.to(next(ctx.model.parameters()).device)
+    ctx.fit()
+
+
+def _two_stage_recipe(tmp_path):
+    recipe = tmp_path / "two_stages_random.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "base": str(REPO / RECIPE), "distill": {"teacher": None},
+        "model": {"kwargs": {"drop_rate": 0.3}},            # dropout: training consumes the global RNG
+        "stages": [{"kind": "train", "epochs": 1},
+                   {"kind": "test_random_setup", "epochs": 2, "optimizer": {"lr": 0.01}}]}))
+    return recipe
+
+
+def _same_run(a, b):
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa), [k for k in wa if not torch.equal(wa[k], wb[k])][:3]
+    la = [json.loads(x) for x in (a / "log.jsonl").read_text().splitlines()]
+    lb = [json.loads(x) for x in (b / "log.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["epoch"], r["train_loss"]) for r in la] == [(r["stage"], r["epoch"], r["train_loss"])
+                                                                       for r in lb]
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
+    assert ma["top1"] == mb["top1"] and ma["relus"] == mb["relus"]
+
+
+def test_resume_is_exact_at_a_stage_boundary_and_inside_a_later_stage(root, tmp_path, monkeypatch):
+    from hybrezoo.engine import run as run_module
+
+    recipe = _two_stage_recipe(tmp_path)
+    overrides = ["runtime.progress=false", "data.batch_size=50"]
+    whole = run_recipe(recipe, data=str(root), out=tmp_path / "whole", overrides=overrides)
+    real_save = run_module.save_checkpoint
+
+    # 1. killed right after the checkpoint that ends stage 1 (no fit state, stage_index 1)
+    def stop_at_boundary(path, state, **kwargs):
+        real_save(path, state, **kwargs)
+        if state["fit"] is None and state["stage_index"] == 1:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(run_module, "save_checkpoint", stop_at_boundary)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe, data=str(root), out=tmp_path / "boundary", overrides=overrides)
+    monkeypatch.setattr(run_module, "save_checkpoint", real_save)
+    assert not (tmp_path / "boundary" / "model.safetensors").exists()
+    boundary = run_recipe(recipe, data=str(root), out=tmp_path / "boundary", overrides=overrides, resume=True)
+    _same_run(whole, boundary)
+
+    # 2. killed in the second epoch of stage 2 (4 steps an epoch: the 11th optimizer step of the run)
+    real_opt = trainer_module.create_optimizer
+    steps = [0]
+
+    def interrupting(*args, **kwargs):
+        optimizer = real_opt(*args, **kwargs)
+
+        def before_step(opt, a, k):
+            steps[0] += 1
+            if steps[0] == 11:
+                raise KeyboardInterrupt
+        optimizer.register_step_pre_hook(before_step)
+        return optimizer
+    monkeypatch.setattr(trainer_module, "create_optimizer", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe, data=str(root), out=tmp_path / "inside", overrides=overrides)
+    monkeypatch.setattr(trainer_module, "create_optimizer", real_opt)
+    log = [json.loads(x) for x in (tmp_path / "inside" / "log.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["epoch"]) for r in log] == [("0-train", 1), ("1-test_random_setup", 1)]
+    inside = run_recipe(recipe, data=str(root), out=tmp_path / "inside", overrides=overrides, resume=True)
+    _same_run(whole, inside)

@@ -85,7 +85,9 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def hub(run, tmp_path_factory):
-    return export_run(run, tmp_path_factory.mktemp("export") / "hub")
+    """The smoke run exported with its evaluation on the stand-in data (the API's real_data=False: the
+    command line refuses such a run, see test_a_smoke_run_cannot_be_exported_or_pushed)."""
+    return export_run(run, tmp_path_factory.mktemp("export") / "hub", data=run.parent / "data", real_data=False)
 
 
 def lay_out_hf_cache(cache: Path, repo_id: str, folder: Path, revision: str = REVISION) -> Path:
@@ -138,9 +140,15 @@ def same_as_trained(model) -> None:
 # ---------------------------------------------------------------- export and card
 
 def test_export_writes_the_hub_folder(run, hub):
-    assert sorted(p.name for p in hub.iterdir()) == sorted(HUB_FILES)
-    for name in ("config.json", "model.safetensors", "metrics.json", "recipe.yaml", "log.jsonl"):
+    assert sorted(p.name for p in hub.iterdir()) == sorted([*HUB_FILES, "eval.json"])
+    for name in ("config.json", "model.safetensors", "metrics.json", "recipe.yaml", "log.jsonl",
+                 "model.safetensors.sha256"):
         assert (hub / name).read_bytes() == (run / name).read_bytes(), name
+    digest = hashlib.sha256((hub / "model.safetensors").read_bytes()).hexdigest()
+    assert (hub / "model.safetensors.sha256").read_text() == f"{digest}  model.safetensors\n"
+    evaluation = json.loads((hub / "eval.json").read_text())
+    assert evaluation["weights_sha256"] == digest and evaluation["images"] == 100  # the stand-in's 100 test images
+    assert (evaluation["device"], evaluation["amp"], evaluation["precision"]) == ("cpu", "off", "float32")
     config = json.loads((hub / "config.json").read_text())
     assert config["architecture"] == ARCH and config["num_classes"] == 100 and len(config["label_names"]) == 100
     assert config["pretrained_cfg"]["tag"] == "c100" and "model_args" in config
@@ -148,17 +156,22 @@ def test_export_writes_the_hub_folder(run, hub):
 
 def test_card_metadata_and_the_runs_numbers(run, hub):
     metrics = json.loads((run / "metrics.json").read_text())
+    evaluation = json.loads((hub / "eval.json").read_text())
     card = ModelCard((hub / "README.md").read_text())
     data = card.data
     assert data.library_name == "timm" and data.license == "apache-2.0"
     assert {"private-inference", "relu-reduction", "snl"} <= set(data.tags)
     assert data.datasets == ["uoft-cs/cifar100"]
     top1, top5 = data.eval_results
-    assert (top1.metric_value, top5.metric_value) == (round(metrics["top1"], 2), round(metrics["top5"], 2))
+    # the card states what `hybrezoo eval` printed for the exported weights, and the run's own figure beside it
+    assert (top1.metric_value, top5.metric_value) == (round(evaluation["top1"], 2), round(evaluation["top5"], 2))
     assert top1.dataset_split == "test" and top1.dataset_name == "CIFAR-100"
 
     text = card.text
-    assert f"| this checkpoint | {metrics['top1']:.2f} | {metrics['top5']:.2f} |" in text
+    assert f"| these weights, `hybrezoo eval` (cpu, float32, {evaluation['threads']} thread" in text
+    assert f"| {evaluation['top1']:.2f} | {evaluation['top5']:.2f} |" in text
+    assert f"last evaluation (cpu, float32) | {metrics['top1']:.2f} | {metrics['top5']:.2f} |" in text
+    assert "hybrezoo eval DIR --data PATH --device cpu --amp off" in text
     assert f"| ReLUs | {metrics['relus']:,} in 16 layers |" in text and metrics["relus"] <= 15_000  # masks counted
     assert f"{metrics['macs']:,}" in text and f"{metrics['params']:,}" in text
     assert metrics["command"] in text and metrics["git_commit"] in text
@@ -178,20 +191,21 @@ def test_card_metadata_and_the_runs_numbers(run, hub):
 
 def test_export_refuses_what_it_cannot_publish(run, hub, tmp_path):
     with pytest.raises(HybrezooError, match="is not empty: choose another --out, or add --overwrite"):
-        export_run(run, hub)
+        export_run(run, hub, real_data=False)
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
     shutil.copy(run / "checkpoint.pt", unfinished)
     with pytest.raises(HybrezooError, match="has not finished: continue it with .*--resume"):
-        export_run(unfinished, tmp_path / "x")
+        export_run(unfinished, tmp_path / "x", real_data=False)
     # weights that lost their masks do not reproduce the run's ReLU count
     unmasked = tmp_path / "unmasked"
     shutil.copytree(run, unmasked)
     from safetensors.torch import load_file, save_file
     state = {k: v for k, v in load_file(str(unmasked / "model.safetensors")).items() if not k.endswith(".mask")}
     save_file(state, str(unmasked / "model.safetensors"), metadata={"format": "pt"})
+    (unmasked / "model.safetensors.sha256").unlink()
     with pytest.raises(HybrezooError, match="do not reproduce the run's figures \\(relus"):
-        export_run(unmasked, tmp_path / "y")
+        export_run(unmasked, tmp_path / "y", real_data=False)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
@@ -213,19 +227,72 @@ def test_export_publishes_only_the_registered_architecture_under_its_name(run, t
     other = _edited_copy(run, tmp_path / "args", {"model_args": dict(cfg.get("model_args") or {}, channel_mult=0.5)},
                          SMALL)
     with pytest.raises(HybrezooError, match=r"other architecture arguments \(channel_mult=0.5\).*not the zoo's"):
-        export_run(other, tmp_path / "x")
+        export_run(other, tmp_path / "x", real_data=False)
     base = _edited_copy(run, tmp_path / "base", {"architecture": "pi_resnet18_nostem"}, "pi_resnet18_nostem.c100")
     with pytest.raises(HybrezooError, match="carry trained ReLU masks, but pi_resnet18_nostem.c100 is not a masked"):
-        export_run(base, tmp_path / "y")
+        export_run(base, tmp_path / "y", real_data=False)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
-def test_cli_export(run, tmp_path, capsys):
-    assert main(["export", str(run), "--out", str(tmp_path / "h"), "--repo-id", REPO_ID]) == 0
-    assert f'timm.create_model("hf-hub:{REPO_ID}", pretrained=True)' in (tmp_path / "h" / "README.md").read_text()
-    assert main(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "h2")]) == 2
+def test_a_smoke_run_cannot_be_exported_or_pushed(run, hub, tmp_path, capsys):
+    """As a new user would try it: a few steps on a stand-in data set, exported and pushed (--dry-run)."""
+    assert main(["export", str(run), "--out", str(tmp_path / "h"), "--repo-id", REPO_ID]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a smoke run (runtime.max_steps=2), not a checkpoint" in err[0]
+    assert not (tmp_path / "h").exists()
+    assert main(["push", str(hub), "--repo-id", REPO_ID, "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a smoke run" in err[0]
+    # the same run without max_steps in its recipe: trained on the stand-in's 200 images
+    full = tmp_path / "stand-in"
+    shutil.copytree(run, full)
+    recipe = yaml.safe_load((full / "recipe.yaml").read_text())
+    recipe["runtime"]["max_steps"] = None
+    (full / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["export", str(full), "--out", str(tmp_path / "h2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "was trained on 200 images where CIFAR-100 has 50,000" in err[0]
+    assert main(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "h3")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is not a folder" in err[0]
+
+
+def _with_weights(run: Path, where: Path, edit) -> Path:
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(run, where)
+    state = load_file(str(where / "model.safetensors"))
+    edit(state)
+    save_file(state, str(where / "model.safetensors"), metadata={"format": "pt"})
+    (where / "model.safetensors.sha256").unlink()
+    return where
+
+
+def test_export_refuses_bad_tensors_foreign_commits_and_heads(run, tmp_path):
+    def nan(state):
+        state["conv1.weight"][0, 0, 0, 0] = float("nan")
+
+    def integer(state):
+        state["fc.bias"] = state["fc.bias"].to(torch.int32)
+
+    with pytest.raises(HybrezooError, match="tensor conv1.weight holds NaN or infinite values"):
+        read_release(_with_weights(run, tmp_path / "nan", nan), real_data=False)
+    with pytest.raises(HybrezooError, match="tensor fc.bias is torch.int32, not floating point"):
+        read_release(_with_weights(run, tmp_path / "int", integer), real_data=False)
+    ten = _edited_copy(run, tmp_path / "ten", {"num_classes": 10}, SMALL)
+    with pytest.raises(HybrezooError, match="config.json gives 10 classes and 100 label names where CIFAR-100 has 100"):
+        read_release(ten, real_data=False)
+    foreign = tmp_path / "foreign"
+    shutil.copytree(run, foreign)
+    metrics = json.loads((foreign / "metrics.json").read_text())
+    (foreign / "metrics.json").write_text(json.dumps(dict(metrics, git_commit="f67eeee7bff202f752e1c399fe6af4f2e7ef6771")))
+    with pytest.raises(HybrezooError, match="records git_commit f67eeee7bff2, which is not a hybrezoo commit.*"
+                                            "--git-commit REV"):
+        read_release(foreign, real_data=False)
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    fixed = read_release(foreign, git_commit=head[:7], real_data=False)
+    assert fixed.metrics["git_commit"] == head
+    assert "git_commit" not in read_release(foreign, git_commit="none", real_data=False).metrics
 
 
 # ---------------------------------------------------------------- loading, offline
@@ -258,7 +325,7 @@ def test_published_name_loads_through_the_manifest(hub, hf_cache, tmp_path):
     """The whole published path, in a fresh interpreter with the real environment variables: the
     manifest (written by the function `push` uses) gives the zoo name its hf_hub_id and sha256."""
     manifest = tmp_path / "manifest.json"
-    record_release(read_release(hub, repo_id=REPO_ID, revision=REVISION), manifest)
+    record_release(read_release(hub, repo_id=REPO_ID, revision=REVISION, real_data=False), manifest)
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     torch.save(x, tmp_path / "x.pt")
     script = f"""
@@ -279,8 +346,8 @@ with torch.no_grad():
         expected = TRAINED["model"](x)
     assert torch.equal(got["hub"], expected) and torch.equal(got["name"], expected)
     assert got["cfg"] == f"{REPO_ID}@{REVISION}" and got["listed"] == [SMALL]
-    metrics = json.loads((hub / "metrics.json").read_text())
-    assert got["info"]["pretrained"] and got["info"]["measured_top1"] == metrics["top1"]
+    evaluation = json.loads((hub / "eval.json").read_text())
+    assert got["info"]["pretrained"] and got["info"]["measured_top1"] == evaluation["top1"]
 
 
 # ---------------------------------------------------------------- bad files: one clear error
@@ -322,19 +389,19 @@ def test_engine_weights_from_the_hub_pass_the_same_checks(hub, hf_cache, tmp_pat
     load_weights(model, f"hf-hub:{REPO_ID}")
     same_as_trained(model)
     corrupt = cache_a_corrupt_copy(hub, tmp_path / "hf", monkeypatch)
-    with pytest.raises(HybrezooError, match="init weights: .*corrupt, truncated or replaced.*LFS sha256") as err:
+    with pytest.raises(HybrezooError, match="init weights .*corrupt, truncated or replaced.*LFS sha256") as err:
         load_weights(timm.create_model(SMALL), f"hf-hub:{corrupt}", what="init weights")
     assert "\n" not in str(err.value)
 
 
 def test_manifest_sha256_is_checked(hub, hf_cache, tmp_path, monkeypatch):
-    good = read_release(hub, repo_id=REPO_ID, revision=REVISION)
+    good = read_release(hub, repo_id=REPO_ID, revision=REVISION, real_data=False)
     manifest = tmp_path / "manifest.json"
     record_release(good, manifest)
     monkeypatch.setenv("HYBREZOO_MANIFEST", str(manifest))
     same_as_trained(timm.create_model(f"hf-hub:{REPO_ID}", pretrained=True))      # matches
     from dataclasses import replace
-    record_release(replace(good, sha256="0" * 64), manifest)
+    record_release(replace(good, sha256="0" * 64, evaluation=dict(good.evaluation, weights_sha256="0" * 64)), manifest)
     with pytest.raises(WeightsError, match="expected 0000000000000000... \\(from the hybrezoo manifest\\)"):
         timm.create_model(f"hf-hub:{REPO_ID}", pretrained=True)
 
@@ -351,34 +418,66 @@ def test_cli_reports_a_corrupt_file_in_one_line(hub, run, tmp_path, capsys):
     data = run.parent / "data"
     assert main(["eval", str(broken), "--data", str(data)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.safetensors is corrupt, truncated or replaced" in err[0]
+    assert "(from model.safetensors.sha256)" in err[0]
+    (broken / "model.safetensors.sha256").unlink()  # without its digest, truncation is still caught
+    assert main(["eval", str(broken), "--data", str(data)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is not a complete safetensors file" in err[0]
+
+
+def test_corrupt_middle_of_an_exported_file_is_refused_on_every_route(hub, tmp_path, capsys):
+    """4 KB overwritten in the middle of model.safetensors, size and header kept: it still parses and
+    would load NaN or garbage; the digest beside it refuses it on every route that reads the folder."""
+    from hybrezoo.engine import load_weights
+
+    broken = tmp_path / "broken"
+    shutil.copytree(hub, broken)
+    with open(broken / "model.safetensors", "r+b") as f:
+        f.seek((broken / "model.safetensors").stat().st_size // 2)
+        f.write(b"\xff" * 4096)
+    for load in (lambda: timm.create_model(f"local-dir:{broken}", pretrained=True),
+                 lambda: timm.create_model(SMALL, pretrained=True,
+                                           pretrained_cfg_overlay=dict(file=str(broken / "model.safetensors"))),
+                 lambda: load_weights(timm.create_model(SMALL), broken)):
+        with pytest.raises(HybrezooError, match=f"{broken / 'model.safetensors'} is corrupt, truncated or "
+                                                "replaced.*from model.safetensors.sha256") as err:
+            load()
+        assert "\n" not in str(err.value)
 
 
 # ---------------------------------------------------------------- push
 
-def test_push_dry_run_lists_the_files(hub, capsys):
-    before = {p.name: p.read_bytes() for p in hub.iterdir()}
-    assert main(["push", str(hub), "--repo-id", REPO_ID, "--dry-run"]) == 0
+PUBLISHED = REPO / "weights" / "deepreduce_r18_cull1_thin_ch05_rho05.tin"   # a real checkpoint of the zoo
+
+
+def test_push_dry_run_lists_the_files(tmp_path, capsys):
+    from hybrezoo.hub.push import PUSHED_FILES
+
+    folder = tmp_path / "release"
+    shutil.copytree(PUBLISHED, folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert main(["push", str(folder), "--repo-id", REPO_ID, "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert f"would upload {len(HUB_FILES)} files of {SMALL} to https://huggingface.co/{REPO_ID}" in out
-    for name in HUB_FILES:
+    assert f"would upload {len(PUSHED_FILES)} files of {PUBLISHED.name} to https://huggingface.co/{REPO_ID}" in out
+    for name in PUSHED_FILES:
         assert f"  {name}" in out
-    assert f"{(hub / 'model.safetensors').stat().st_size:,} bytes" in out
-    assert {p.name: p.read_bytes() for p in hub.iterdir()} == before  # nothing written
+    assert f"{(folder / 'model.safetensors').stat().st_size:,} bytes" in out
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # nothing written
 
 
-def test_push_without_token_or_network_is_one_line(hub, tmp_path, monkeypatch, capsys):
-    assert main(["push", str(hub), "--repo-id", REPO_ID]) == 2  # HF_HUB_OFFLINE
+def test_push_without_token_or_network_is_one_line(tmp_path, monkeypatch, capsys):
+    assert main(["push", str(PUBLISHED), "--repo-id", REPO_ID]) == 2  # HF_HUB_OFFLINE
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot push while HF_HUB_OFFLINE is set" in err[0]
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr(hf_constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
     monkeypatch.setattr(hf_constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-tokens"), raising=False)
-    assert main(["push", str(hub), "--repo-id", REPO_ID]) == 2
+    assert main(["push", str(PUBLISHED), "--repo-id", REPO_ID]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no Hugging Face token: run `hf auth login` or set HF_TOKEN" in err[0]
-    assert main(["push", str(hub), "--repo-id", "no-slash", "--dry-run"]) == 2
+    assert main(["push", str(PUBLISHED), "--repo-id", "no-slash", "--dry-run"]) == 2
     assert "is not ORG/NAME" in capsys.readouterr().err
 
 
@@ -397,33 +496,61 @@ class RecordingHub:
         return type("CommitInfo", (), {"oid": REVISION})()
 
 
-def test_push_records_the_release_and_its_card(hub, tmp_path, monkeypatch):
+def test_push_records_the_release_and_its_card(tmp_path, monkeypatch):
+    from hybrezoo.hub.push import PUSHED_FILES
+
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
-    folder = tmp_path / "hub"
-    shutil.copytree(hub, folder)
+    folder = tmp_path / "release"
+    shutil.copytree(PUBLISHED, folder)
     service = RecordingHub()
     manifest = tmp_path / "manifest.json"
     plan = push_folder(folder, REPO_ID, api=service, manifest=manifest)
     assert service.calls[0] == ("create_repo", REPO_ID, False, True)
     _, repo, files, uploaded_card = service.calls[1]
-    assert repo == REPO_ID and files == sorted(HUB_FILES)
-    assert f'timm.create_model("hf-hub:{REPO_ID}", pretrained=True)' in uploaded_card
-    release = load_manifest(manifest).get(SMALL)
+    assert repo == REPO_ID and files == sorted(PUSHED_FILES)
+    # a published entry's card loads it by its zoo name, from this repository first
+    assert f'timm.create_model("{PUBLISHED.name}", pretrained=True)' in uploaded_card
+    assert f"from the hub ({REPO_ID}) when it answers" in uploaded_card
+    release = load_manifest(manifest).get(PUBLISHED.name)
     assert release.hf_hub_id == REPO_ID and release.revision == REVISION and plan.manifest == manifest
-    assert release.sha256 == hashlib.sha256((hub / "model.safetensors").read_bytes()).hexdigest()
+    assert release.sha256 == hashlib.sha256((PUBLISHED / "model.safetensors").read_bytes()).hexdigest()
+    assert release.evaluation == json.loads((PUBLISHED / "eval.json").read_text())
     # the committed card (rendered from the manifest) is the uploaded card, word for word
-    assert render_card(release) == uploaded_card == (folder / "README.md").read_text()
+    assert render_card(release, in_zoo=True) == uploaded_card == (folder / "README.md").read_text()
     assert plan_push(folder, REPO_ID).card == uploaded_card
+
+
+def test_push_refuses_a_folder_without_an_evaluation(run, tmp_path):
+    folder = tmp_path / "release"
+    shutil.copytree(PUBLISHED, folder)
+    (folder / "eval.json").unlink()
+    with pytest.raises(HybrezooError, match="has no eval.json.*hybrezoo publish RUN_DIR --data PATH"):
+        plan_push(folder, REPO_ID)
 
 
 def test_zoo_table_shows_published_figures(hub, tmp_path, monkeypatch):
     manifest = tmp_path / "manifest.json"
-    record_release(read_release(hub, repo_id=REPO_ID, revision=REVISION), manifest)
+    record_release(read_release(hub, repo_id=REPO_ID, revision=REVISION, real_data=False), manifest)
     monkeypatch.setenv("HYBREZOO_MANIFEST", str(manifest))
-    metrics = json.loads((hub / "metrics.json").read_text())
+    metrics = json.loads((hub / "eval.json").read_text())
     rows = catalog_rows(REPO, names={SMALL, "pi_resnet18.c100"})
     table = zoo_table(rows, cards_prefix="model_cards/", repo_prefix="")
     line = next(x for x in table.splitlines() if x.startswith(f"| [{SMALL}]"))
     assert f"| {metrics['top1']:.2f} | {metrics['top5']:.2f} |" in line and f"(https://huggingface.co/{REPO_ID})" in line
     other = next(x for x in table.splitlines() if x.startswith("| [pi_resnet18.c100]"))
     assert "| - | - |" in other
+
+
+def test_a_published_masked_entry_is_counted_with_its_masks(run, tmp_path):
+    """A mirror (manifest.json + weights/) publishing the masked smoke run: `hybrezoo zoo` counts the
+    masks of its weights instead of pricing the budget, and shows the evaluation's top-1."""
+    folder = export_run(run, tmp_path / "weights" / SMALL, data=run.parent / "data", real_data=False, in_zoo=True)
+    record_release(read_release(folder, real_data=False), tmp_path / "manifest.json")
+    env = dict(os.environ, HYBREZOO_MANIFEST=str(tmp_path / "manifest.json"))
+    done = subprocess.run([sys.executable, "-m", "hybrezoo", "zoo", "--dataset", "c100", "--json"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = next(r for r in json.loads(done.stdout) if r["name"] == SMALL)
+    metrics, evaluation = (json.loads((folder / f).read_text()) for f in ("metrics.json", "eval.json"))
+    assert not row["relus_bound"] and row["relus"] == metrics["relus"] < 15_000
+    assert row["top1"] == evaluation["top1"]

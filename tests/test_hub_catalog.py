@@ -8,7 +8,7 @@ import pytest
 import hybrezoo
 from hybrezoo.cli import main
 from hybrezoo.hub.catalog import CARDS_DIR, README_BEGIN, README_END, check_catalog
-from hybrezoo.hub.manifest import SHIPPED, ManifestError, load_manifest
+from hybrezoo.hub.manifest import SHIPPED, WEIGHTS_ROOT, ManifestError, load_manifest
 from hybrezoo.registry import entries, resolve_name
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,15 +47,18 @@ def test_shipped_manifest_is_valid_and_feeds_the_registry():
     assert set(manifest.releases) <= registered, "manifest entries that name no registered model"
     for name in registered:
         entry, release = resolve_name(name), manifest.get(name)
+        assert entry.published == (release is not None)
         assert entry.hf_hub_id == (release.hub_ref if release else None)
-        assert entry.measured_top1 == (release.metrics["top1"] if release else None)
+        assert entry.measured_top1 == (release.evaluation["top1"] if release else None)
+        if release is not None:  # this checkout holds every published folder
+            assert entry.weights_file == str(WEIGHTS_ROOT / name / "model.safetensors")
     assert hybrezoo.list_models(pretrained=True) == sorted(manifest.releases)
 
 
 @pytest.mark.parametrize("content,message", [
     ("not json", "is not readable JSON"),
     ('{"format": 2, "models": {}}', "is not a hybrezoo manifest"),
-    ('{"format": 1, "models": {"x.c100": {"sha256": "ab"}}}', "lacks cost, metrics, recipe_yaml, size_bytes"),
+    ('{"format": 1, "models": {"x.c100": {"sha256": "ab"}}}', "lacks cost, evaluation, metrics, recipe_yaml, size_bytes"),
     ('{"format": 1, "models": {"x.c100": {"sha256": "ab", "size_bytes": 1, "metrics": {}, "recipe_yaml": "",'
      ' "cost": {}, "url": "x"}}}', "unknown keys url"),
 ])
@@ -68,8 +71,16 @@ def test_bad_manifest_is_one_clear_error(tmp_path, monkeypatch, content, message
 
 def test_bad_release_fields_are_named(tmp_path):
     good = {"sha256": "a" * 64, "size_bytes": 10, "recipe_yaml": "", "cost": {},
-            "metrics": {"model": "pi_resnet18.c100", "top1": 1.0, "top5": 2.0}, "hf_hub_id": "org/name"}
-    for change, message in [({"sha256": "A" * 64}, "sha256 must be 64 lowercase hex"),
+            "metrics": {"model": "pi_resnet18.c100", "top1": 1.0, "top5": 2.0}, "hf_hub_id": "org/name",
+            "evaluation": {"model": "pi_resnet18.c100", "top1": 1.0, "top5": 2.0, "images": 10_000, "split": "test",
+                           "weights_sha256": "a" * 64}}
+    path = tmp_path / "good.json"
+    path.write_text(json.dumps({"format": 1, "models": {"pi_resnet18.c100": good}}))
+    assert load_manifest(path).get("pi_resnet18.c100").top1 == 1.0
+    for change, message in [({"evaluation": None}, "evaluation is missing: publish with `hybrezoo publish"),
+                            ({"evaluation": dict(good["evaluation"], weights_sha256="b" * 64)},
+                             "the evaluation was made on other weights"),
+                            ({"evaluation": dict(good["evaluation"], images=0)}, "a positive image count"),({"sha256": "A" * 64}, "sha256 must be 64 lowercase hex"),
                             ({"hf_hub_id": "no-org"}, "is not ORG/NAME"),
                             ({"revision": "main"}, "40-hex-digit commit"),
                             ({"metrics": {"model": "other.c100", "top1": 1, "top5": 2}}, "whose 'model' is")]:
@@ -109,3 +120,24 @@ def test_cards_command_writes_checks_and_cleans(tmp_path, capsys):
     (root / CARDS_DIR / "pi_resnet18.tin.md").write_text("edited by hand\n")
     assert check_catalog(root) == [f"{CARDS_DIR}/pi_resnet18.tin.md is out of date"]
 
+
+
+def test_a_broken_manifest_stops_only_what_needs_weights(tmp_path):
+    """`hybrezoo list` works (one warning line); loading weights fails with the manifest's error line."""
+    import os
+    import subprocess
+    import sys
+
+    bad = tmp_path / "manifest.json"
+    bad.write_text("not json")
+    env = dict(os.environ, HYBREZOO_MANIFEST=str(bad))
+    listed = subprocess.run([sys.executable, "-m", "hybrezoo", "list", "--method", "baseline"], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert listed.returncode == 0 and "pi_resnet18.c100" in listed.stdout
+    assert listed.stderr.strip().splitlines() == [
+        f"hybrezoo:0: UserWarning: manifest {bad} is not readable JSON (Expecting value: line 1 column 1 (char 0)): "
+        "restore it from the repository; no published weights are available until it is fixed"]
+    loaded = subprocess.run([sys.executable, "-m", "hybrezoo", "eval", "pi_resnet18.c100", "--data", str(tmp_path)],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert loaded.returncode == 2
+    assert loaded.stderr.strip().splitlines()[-1].startswith(f"hybrezoo: error: manifest {bad} is not readable JSON")

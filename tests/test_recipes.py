@@ -14,8 +14,12 @@ from hybrezoo.nn import relu_layers
 from hybrezoo.registry import entries
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPES = sorted(p for p in (REPO / "training").rglob("*.yaml") if "_base" not in p.parts)
-SMOKE = ["epochs=1", "runtime.max_steps=1", "data.batch_size=1", "data.eval_batch_size=1",
+# training/sets/ holds set files (lists of recipes for `hybrezoo train SET`, tests/test_train_sets.py), not recipes
+SETS = REPO / "training" / "sets"
+RECIPES = sorted(p for p in (REPO / "training").rglob("*.yaml")
+                 if "_base" not in p.parts and not p.is_relative_to(SETS))
+# one step per stage; no warm-up (a recipe's warm-up epoch would cover the whole one-epoch run)
+SMOKE = ["epochs=1", "schedule.warmup_epochs=0", "runtime.max_steps=1", "data.batch_size=1", "data.eval_batch_size=1",
          "runtime.max_eval_batches=1", "runtime.progress=false"]
 COVERED = [e for e in entries() if e.method in ("baseline", "deepreduce", "deepreshape")]
 RELU_BUDGETS = {**snl.BUDGETS, **pi_senet.BUDGETS}

@@ -44,7 +44,9 @@ def test_list_models_filters():
     assert set(hybrezoo.list_models(method="baseline", dataset="cifar100")) == {
         "pi_resnet18.c100", "pi_resnet18_nostem.c100", "pi_wrn22_8.c100", "pi_wrn22_8_nofinal.c100"}
     published = hybrezoo.list_models(pretrained=True)
-    assert all(hybrezoo.model_info(n)["hf_hub_id"] for n in published)
+    assert published and all(hybrezoo.model_info(n)["pretrained"] for n in published)
+    assert all(hybrezoo.model_info(n)["hf_hub_id"] or hybrezoo.model_info(n)["weights_file"] for n in published)
+    assert not any(hybrezoo.model_info(n)["pretrained"] for n in hybrezoo.list_models() if n not in published)
     with pytest.raises(ValueError, match="unknown method"):
         hybrezoo.list_models(method="pruning")
     with pytest.raises(ValueError, match="unknown data set"):

@@ -16,12 +16,15 @@ INTERRUPTED = 130  # the shell's exit status for SIGINT
 def run_recipe_command(recipe: str | Path, **kwargs: Any) -> int:
     """Run ``recipe`` with :func:`hybrezoo.engine.run_recipe` and return the command's exit status."""
     from ..engine import run_recipe
+    from ..engine.checkpoint import resume_command
 
     try:
         run_dir = run_recipe(recipe, **kwargs)
     except KeyboardInterrupt:
-        print("hybrezoo: interrupted; the last complete epoch is in the run folder's checkpoint.pt: "
-              "add --resume to the same command to continue", file=sys.stderr)
+        command = kwargs.get("command")
+        how = f"`{resume_command(command)}`" if command else "the same command with --resume"
+        print(f"hybrezoo: interrupted; the last complete epoch is in the run folder's checkpoint.pt: continue with "
+              f"{how}", file=sys.stderr)
         return INTERRUPTED
     if os.environ.get("RANK", "0") == "0":
         print(run_dir)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 import warnings
 from typing import List, Sequence
@@ -16,7 +17,8 @@ from ..errors import HybrezooError
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cost", help="private-inference cost of one model: ReLUs, MACs, latency, traffic, per layer")
-    p.add_argument("name", help="registered model, e.g. pi_resnet18.c100 (built without weights)")
+    p.add_argument("name", help="registered model, e.g. pi_resnet18.c100 (built without weights), or a run folder "
+                                "(its weights and ReLU masks are read)")
     p.add_argument("--input-size", type=_input_size, default=None, metavar="C,H,W",
                    help="input of one sample (default: the model's pretrained_cfg input size)")
     p.add_argument("--protocol", default="delphi", help=f"one of {', '.join(PROTOCOLS)} (default delphi)")
@@ -57,15 +59,33 @@ def _bandwidth(text: str):
     return values[0] if len(values) == 1 else tuple(values)
 
 
+# pi_cost's parameters and the flags that set them: an error reached from the command line names the
+# flag, not the Python argument (underscored names are unambiguous; bare words only where they lead).
+_FLAGS = [(r"\binput_size=?\s?\(C, H, W\)", "--input-size C,H,W"), (r"\binput_size\b=?", "--input-size"),
+          (r"\bbandwidth_mbps\b=?", "--bandwidth"), (r"\brtt_ms\b=?", "--rtt"),
+          (r"\bclient_threads\b=?", "--client-threads"), (r"\bclient_device\b=?", "--client-device"),
+          (r"^threads\b", "--threads"), (r"^bandwidth\b", "--bandwidth")]
+
+
+def as_flags(message: str) -> str:
+    """``message`` with pi_cost's parameter names (``bandwidth_mbps=``) replaced by the CLI's flags."""
+    for pattern, flag in _FLAGS:
+        message = re.sub(pattern, flag, message)
+    return message
+
+
 def run_cost(args: argparse.Namespace) -> int:
     from ..cost.api import UnpricedOpWarning, pi_cost
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnpricedOpWarning)  # printed below, once
-        result = pi_cost(args.name, args.input_size, protocol=args.protocol, garbler=args.garbler,
-                         network=args.network, bandwidth_mbps=args.bandwidth, rtt_ms=args.rtt,
-                         threads=args.threads, client_threads=args.client_threads,
-                         client_device=args.client_device)
+        try:
+            result = pi_cost(args.name, args.input_size, protocol=args.protocol, garbler=args.garbler,
+                             network=args.network, bandwidth_mbps=args.bandwidth, rtt_ms=args.rtt,
+                             threads=args.threads, client_threads=args.client_threads,
+                             client_device=args.client_device)
+        except HybrezooError as err:
+            raise HybrezooError(as_flags(str(err))) from None
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0

@@ -19,7 +19,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="hub folder to create")
     p.add_argument("--repo-id", metavar="ORG/NAME", help="repository the card's examples load from (push sets it too)")
     p.add_argument("--overwrite", action="store_true", help="replace the files of an existing --out folder")
+    _release_options(p, data_required=False)
     p.set_defaults(func=run_export)
+
+    p = sub.add_parser("publish", help="publish a finished run as its zoo entry: weights/NAME/, manifest, cards",
+                       description="Export a finished run into the repository's weights/NAME/ folder (the Hugging "
+                                   "Face hub layout), evaluate the copied weights on the real evaluation split as "
+                                   "`hybrezoo eval` does, record the release in hybrezoo/hub/manifest.json and "
+                                   "regenerate model_cards/ and the README zoo table. Then "
+                                   "timm.create_model(NAME, pretrained=True) loads it, offline, on every clone.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by `hybrezoo train`")
+    p.add_argument("--overwrite", action="store_true", help="replace the weights of an entry already published")
+    p.add_argument("--manifest", metavar="FILE", help="manifest to record into (default: the package's)")
+    _release_options(p, data_required=True)
+    p.set_defaults(func=run_publish)
 
     p = sub.add_parser("push", help="upload a hub folder to the Hugging Face hub and record it in the manifest",
                        description="Upload an exported folder in one commit, then record the commit, the weights' "
@@ -41,11 +54,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_cards)
 
 
-def run_export(args: argparse.Namespace) -> int:
-    from ..hub.export import HUB_FILES, export_run
+def _release_options(p: argparse.ArgumentParser, data_required: bool) -> None:
+    p.add_argument("--data", metavar="PATH", required=data_required,
+                   help="data root holding the real data set: the copied weights are scored on its evaluation split "
+                        "(eval.json)" + ("" if data_required else "; without it the card shows the run's own figures"))
+    p.add_argument("--device", default="cpu", help="device of that evaluation (default cpu)")
+    p.add_argument("--amp", choices=("auto", "bf16", "off"), default="off",
+                   help="bf16 autocast during that evaluation (default off: float32, as the weights are stored)")
+    p.add_argument("--git-commit", metavar="REV", help="the hybrezoo commit the run's code was at, when its "
+                   "metrics.json records another repository's (or 'none')")
+    p.add_argument("--teacher-run", metavar="DIR", help="the distillation teacher's run folder, to name it on the "
+                   "card when the student's metrics.json lacks it")
 
-    out = export_run(args.run_dir, args.out, overwrite=args.overwrite, repo_id=args.repo_id)
-    print(f"{out}: {', '.join(HUB_FILES)}")
+
+def run_export(args: argparse.Namespace) -> int:
+    from ..hub.export import export_run
+
+    out = export_run(args.run_dir, args.out, overwrite=args.overwrite, repo_id=args.repo_id, data=args.data,
+                     device=args.device, amp=args.amp, git_commit=args.git_commit, teacher_run=args.teacher_run)
+    print(f"{out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
+    return 0
+
+
+def run_publish(args: argparse.Namespace) -> int:
+    from ..hub.publish import publish_run
+
+    release = publish_run(args.run_dir, args.data, device=args.device, amp=args.amp, git_commit=args.git_commit,
+                          teacher_run=args.teacher_run, overwrite=args.overwrite, manifest=args.manifest)
+    ev = release.evaluation
+    print(f"published {release.name}: top-1 {ev['top1']:.2f}  top-5 {ev['top5']:.2f} on {ev['split']} "
+          f"({ev['images']:,} images, {ev['device']}, {ev['precision']}); sha256 {release.sha256[:16]}...")
+    print(f"commit weights/{release.name}/, hybrezoo/hub/manifest.json, model_cards/ and README.md together")
     return 0
 
 

@@ -1,6 +1,7 @@
 """:func:`pi_cost`: what a model costs under private inference, in one call."""
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any, Optional, Sequence, Tuple, Union
 
@@ -85,7 +86,9 @@ def pi_cost(model: Union[str, nn.Module], input_size: Optional[Sequence[int]] = 
         input_size: (C, H, W) of one input; defaults to the model's ``pretrained_cfg["input_size"]``.
         protocol: ``"delphi"`` (every ReLU a garbled circuit) or ``"circa"`` (a truncated sign test in
             the circuit plus a Beaver triple per ReLU). A model with Circa's stochastic ReLUs is priced
-            with Circa's protocol either way (they exist only there).
+            with Circa's protocol either way (they exist only there). ``"cheetah"``: SPU's Cheetah,
+            fitted to runs measured with ``hybrezoo measure`` on a 2-core machine (docs/cost-model.md
+            §10; ``garbler``, ``threads`` and ``client_device`` do not apply).
         garbler: ``"server"`` (Delphi) or ``"client"`` (the client garbles, as Garimella et al. propose).
         network: ``"lan"``, ``"wan"`` or ``"wireless"``; ``bandwidth_mbps`` (one figure or
             (upload, download)) and ``rtt_ms`` replace the preset's.
@@ -110,6 +113,11 @@ def pi_cost(model: Union[str, nn.Module], input_size: Optional[Sequence[int]] = 
 
 def _resolve_model(model: Any) -> Tuple[nn.Module, str]:
     if isinstance(model, str):
+        folder = _run_folder(model)
+        if folder is not None:  # weights too: SNL/SENet masks live in them and decide the ReLU count
+            from ..models import create_model
+
+            return create_model(f"local-dir:{folder}", pretrained=True), folder
         return build_for_counting(model), model
     if isinstance(model, nn.Module):
         model = unwrap_model(model)
@@ -118,13 +126,35 @@ def _resolve_model(model: Any) -> Tuple[nn.Module, str]:
                         f"got {type(model).__name__}")
 
 
+def _run_folder(name: str) -> Optional[str]:
+    """The folder a model argument names: ``local-dir:DIR``, or an existing folder that is not a model name."""
+    import timm
+
+    if name.startswith("local-dir:"):
+        return name[len("local-dir:"):]
+    if os.path.isdir(name) and (os.path.isfile(os.path.join(name, "config.json")) or not timm.is_model(name)):
+        return name
+    return None
+
+
 def count_for_cost(module: nn.Module, input_size: Optional[Sequence[int]]) -> ModelCounts:
-    """Counts of one inference, with the input size taken from the model when not given."""
+    """Counts of one inference, with the input size taken from the model when not given.
+
+    A size the model cannot take (wrong rank, channels, too small) is one line naming input_size and the
+    size the model declares, raised without the chained traceback of the failed forward pass (73 lines)."""
+    default = default_input_size(module)
     if input_size is None:
-        size = default_input_size(module)
-        if size is None:
+        if default is None:
             raise HybrezooError(f"{type(module).__name__} has no pretrained_cfg input size: pass "
-                                f"input_size=(C, H, W), e.g. pi_cost(model, input_size=(3, 32, 32))")
+                                f"input_size=(C, H, W), e.g. (3, 32, 32)")
+        size = default
     else:
-        size = parse_input_size(input_size)
-    return count_model(module, size)
+        try:
+            size = parse_input_size(input_size)
+        except HybrezooError as err:
+            raise HybrezooError(str(err)) from None
+    try:
+        return count_model(module, size)
+    except HybrezooError as err:  # one line, not the failed forward pass chained under it
+        expect = f", e.g. its pretrained_cfg input size {default}" if default and tuple(default) != size else ""
+        raise HybrezooError(f"{err}{expect}") from None

@@ -7,14 +7,19 @@ How each quantity is obtained:
 - ReLUs of :class:`~hybrezoo.nn.PIReLU` layers (and subclasses such as Circa's ``StochasticReLU``)
   come from the layer itself, ``kept_per_sample(feature_shape)``, so masks are honoured; the masks
   are read from the real model, never from the meta copy. Culled ReLUs are ``nn.Identity`` and cost 0.
-- Any other ``relu`` op (``nn.ReLU`` modules of non-zoo models, functional ``F.relu``) counts one
-  ReLU per output element, as does ``ReLU6`` (Delphi's garbled ReLU circuit is in fact a ReLU6).
+- Any other op that is a ReLU on its own counts one ReLU per output element: ``relu`` (``nn.ReLU``
+  modules of non-zoo models, ``F.relu``), ``threshold(x, 0, 0)``, ``clamp(x, min=0)`` / ``clamp_min(x, 0)``,
+  ``maximum(x, 0)`` (against a zero constant), and ReLU6 (``hardtanh(0, 6)``, ``clamp(x, 0, 6)``; Delphi's
+  garbled ReLU circuit is in fact a ReLU6).
 - MACs and FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (which counts 2 FLOPs per
   multiply-accumulate of convolutions and matrix products; elementwise ops are not counted), in total
   and per module: ``macs = flops / 2``.
-- Nonlinear ops the cost model does not price (GELU, SiLU, Sigmoid, Tanh, MaxPool, Softmax,
-  LayerNorm, products of two activations, ...) are caught at the ATen level, so functional calls are
-  seen too, and listed with the module that ran them.
+- Every other op on an activation is free only if it is known to be linear in the activations or to
+  move data (``_FREE_OPS``; products and divisions only by weights or constants, selections only by
+  public conditions or indices, batch norm only with running statistics); anything else, known or
+  not (GELU, MaxPool, LayerNorm, ``sin``, ``glu``, a ReLU spelled as ``where(x > 0, x, 0)``, ...), is
+  listed with the module that ran it. Ops on weights and constants alone run in the clear and are free.
+  Ops are seen at the ATen level, so functional calls are caught too.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 from torch.nn.modules import module as nn_module
+from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, mm_flop
 
@@ -38,16 +44,83 @@ __all__ = ["ReluLayer", "LinearOp", "UnpricedOp", "ModelCounts", "count_model", 
 
 _aten = torch.ops.aten
 
-# Ops with the cost of a ReLU (one garbled ReLU circuit per element).
-_RELU_OPS = {_aten.relu.default: "ReLU", _aten.relu_.default: "ReLU"}
-_HARDTANH_OPS = {_aten.hardtanh.default, _aten.hardtanh_.default}
+# ATen ops (overload packets, in-place ``_`` stripped) that are linear in the activations or only move
+# data: free under private inference (local on secret shares). Everything else on an activation is priced
+# (ReLUs, convolutions, matrix products with weights) or listed as unpriced: never silently dropped.
+_FREE_OPS = frozenset({
+    # sums and affine maps
+    "add", "sub", "rsub", "neg", "sum", "mean", "cumsum", "positive",
+    # linear pooling and resampling
+    "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
+    "_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "upsample_nearest1d", "upsample_nearest2d",
+    "upsample_nearest3d", "_upsample_nearest_exact1d", "_upsample_nearest_exact2d", "_upsample_nearest_exact3d",
+    "upsample_linear1d", "upsample_bilinear2d", "upsample_trilinear3d", "upsample_bicubic2d",
+    # batch norm with running statistics (eval mode; an affine map folded into the convolution)
+    "_native_batch_norm_legit_no_training", "_batch_norm_no_update",
+    # data movement, copies, views
+    "view", "_unsafe_view", "reshape", "_reshape_alias", "view_as", "flatten", "unflatten", "permute",
+    "transpose", "t", "expand", "expand_as", "squeeze", "unsqueeze", "slice", "select", "narrow", "split",
+    "split_with_sizes", "chunk", "unbind", "cat", "stack", "hstack", "vstack", "clone", "contiguous", "detach",
+    "alias", "as_strided", "copy", "_copy_from", "_copy_from_and_resize", "lift_fresh", "lift_fresh_copy",
+    "flip", "roll", "repeat", "tile", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle",
+    "native_channel_shuffle", "diagonal", "unfold", "im2col", "col2im", "movedim", "constant_pad_nd",
+    "reflection_pad1d", "reflection_pad2d", "reflection_pad3d", "replication_pad1d", "replication_pad2d",
+    "replication_pad3d", "slice_scatter", "select_scatter", "diagonal_scatter", "as_strided_scatter",
+    # dropout masks are public randomness
+    "dropout", "native_dropout", "feature_dropout", "alpha_dropout", "bernoulli",
+    # metadata
+    "sym_size", "sym_stride", "sym_numel", "sym_storage_offset", "is_contiguous", "is_same_size",
+    "_has_compatible_shallow_copy_type", "size", "stride", "numel", "dim",
+})
+# Ops whose output depends on an activation's shape only, not its values (their outputs are constants).
+_SHAPE_ONLY_OPS = frozenset({
+    "empty_like", "zeros_like", "ones_like", "full_like", "rand_like", "randn_like", "randint_like",
+    "new_empty", "new_empty_strided", "new_zeros", "new_ones", "new_full", "fill", "zero",
+})
+# Ops that bring a constant into the graph (``torch.tensor(0.)`` in a forward): their outputs are public.
+_CONSTANT_OPS = frozenset({"lift_fresh", "lift_fresh_copy", "scalar_tensor"})
+_ZERO_FACTORIES = frozenset({"zeros", "zeros_like", "new_zeros", "zero"})
+# Data movement keeps a zero tensor zero (torch.zeros(()).expand_as(x) is still a zero).
+_ZERO_PRESERVING = frozenset({"view", "_unsafe_view", "reshape", "expand", "expand_as", "clone", "detach", "alias",
+                              "_to_copy", "to", "lift_fresh", "lift_fresh_copy", "unsqueeze", "squeeze",
+                              "contiguous", "t", "permute", "transpose", "slice", "select", "as_strided"})
+_FILL_FACTORIES = frozenset({"full", "full_like", "new_full", "fill", "scalar_tensor"})
+# Free when the named operands are public (weights, constants): a product by a weight, a division by a
+# constant, a selection by a public mask or index. Otherwise listed under the label.
+_FREE_IF_PUBLIC = {
+    "mul": (("self", "other"), "any", "product of two activations"),
+    "div": (("other",), "all", "division by an activation"),
+    "true_divide": (("other",), "all", "division by an activation"),
+    "addcmul": (("tensor1", "tensor2"), "any", "product of two activations"),
+    "addcdiv": (("tensor2",), "all", "division by an activation"),
+    "where": (("condition",), "all", "select by an activation"),
+    "masked_fill": (("mask",), "all", "select by an activation"),
+    "masked_scatter": (("mask",), "all", "select by an activation"),
+    "masked_select": (("mask",), "all", "select by an activation"),
+    "index": (("indices",), "all", "index by an activation"),
+    "_unsafe_index": (("indices",), "all", "index by an activation"),
+    "index_put": (("indices",), "all", "index by an activation"),
+    "index_select": (("index",), "all", "index by an activation"),
+    "gather": (("index",), "all", "index by an activation"),
+    "scatter": (("index",), "all", "index by an activation"),
+    "scatter_add": (("index",), "all", "index by an activation"),
+    "index_add": (("index",), "all", "index by an activation"),
+    "index_copy": (("index",), "all", "index by an activation"),
+    "index_fill": (("index",), "all", "index by an activation"),
+    "take": (("index",), "all", "index by an activation"),
+}
+# Batch norm ops whose ``training`` argument says whether they normalise by the batch's own statistics.
+_BATCH_NORM_OPS = frozenset({"native_batch_norm", "_native_batch_norm_legit", "batch_norm", "cudnn_batch_norm",
+                             "miopen_batch_norm", "_batch_norm_impl_index", "_batch_norm_with_update"})
+_INTEGER_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
-# Nonlinear ops that the Delphi/Circa model has no price for: listed, never silently dropped.
-_UNPRICED_OPS = {
+# Readable names of the unpriced ops seen most often (any other is listed under its ATen name).
+_LABELS = {
     "gelu": "GELU", "silu": "SiLU", "sigmoid": "Sigmoid", "tanh": "Tanh", "hardswish": "Hardswish",
     "hardsigmoid": "Hardsigmoid", "hardtanh": "Hardtanh", "leaky_relu": "LeakyReLU", "elu": "ELU",
     "celu": "CELU", "selu": "SELU", "softplus": "Softplus", "mish": "Mish", "_prelu_kernel": "PReLU",
-    "prelu": "PReLU", "rrelu_with_noise": "RReLU", "log_sigmoid_forward": "LogSigmoid",
+    "prelu": "PReLU", "rrelu_with_noise": "RReLU", "log_sigmoid_forward": "LogSigmoid", "glu": "GLU",
+    "threshold": "Threshold", "hardshrink": "Hardshrink", "softshrink": "Softshrink",
     "max_pool1d": "MaxPool", "max_pool2d": "MaxPool", "max_pool3d": "MaxPool",
     "max_pool2d_with_indices": "MaxPool", "max_pool3d_with_indices": "MaxPool",
     "adaptive_max_pool1d": "AdaptiveMaxPool", "adaptive_max_pool2d": "AdaptiveMaxPool",
@@ -57,18 +130,15 @@ _UNPRICED_OPS = {
     "gt": "comparison", "ge": "comparison", "lt": "comparison", "le": "comparison", "eq": "comparison",
     "ne": "comparison",
     "native_layer_norm": "LayerNorm", "native_group_norm": "GroupNorm", "_fused_rms_norm": "RMSNorm",
-    "rsqrt": "rsqrt", "sqrt": "sqrt", "exp": "exp", "log": "log", "pow": "pow", "abs": "abs",
-    "sign": "sign", "erf": "erf", "reciprocal": "reciprocal", "clamp": "clamp", "clamp_min": "clamp",
-    "clamp_max": "clamp", "maximum": "maximum", "minimum": "minimum", "amax": "max", "amin": "min",
-    "max": "max", "min": "min", "sort": "sort", "topk": "topk", "argmax": "argmax",
-    "floor": "floor", "ceil": "ceil", "round": "round",
+    "clamp": "clamp", "clamp_min": "clamp", "clamp_max": "clamp", "amax": "max", "amin": "min",
     "bmm": "matmul of two activations", "baddbmm": "matmul of two activations",
     "_scaled_dot_product_flash_attention_for_cpu": "attention",
     "_scaled_dot_product_efficient_attention": "attention",
     "_scaled_dot_product_flash_attention": "attention", "_scaled_dot_product_cudnn_attention": "attention",
+    "_local_scalar_dense": "value read in the clear (data-dependent control flow)",
+    "_to_copy": "cast to an integer type",
 }
-# Elementwise ops that are nonlinear only when both operands are activations (not weights/constants).
-_PRODUCT_OPS = {"mul": "product of two activations", "div": "division by an activation"}
+_LABELS.update({name: "BatchNorm with batch statistics" for name in _BATCH_NORM_OPS})
 
 
 @dataclass(frozen=True)
@@ -107,7 +177,8 @@ class LinearOp:
 
 @dataclass(frozen=True)
 class UnpricedOp:
-    """A nonlinear op the cost model has no price for (reported, not included in the estimate)."""
+    """An op on an activation that is neither priced nor known to be free (reported, not included in
+    the estimate): a nonlinearity the cost model has no circuit for, or an op it does not know."""
 
     name: str                       # module that ran it
     type: str                       # that module's class
@@ -226,28 +297,60 @@ class _Tracer:
 
 
 class _OpRecorder(TorchDispatchMode):
-    """Sees every ATen op of the forward: linear ops with weights, ReLUs outside PIReLUs, and the
-    nonlinear ops nobody prices."""
+    """Sees every ATen op of the forward: linear ops with weights, ReLUs outside PIReLUs, and every
+    other op on an activation that is not known to be free (:data:`_FREE_OPS`), which it lists.
 
-    def __init__(self, tracer: _Tracer, weight_ids: set) -> None:
+    Tensors are *public* (weights, buffers, constants, and what is computed from them alone) or
+    activations; ops on public tensors alone run in the clear and are free. Which tensors are public
+    is tracked by identity, so their references are kept for the pass."""
+
+    def __init__(self, tracer: _Tracer, weight_ids: set, meta: bool) -> None:
         super().__init__()
         self.tracer = tracer
-        self.weight_ids = weight_ids
+        self.public = set(weight_ids)
+        self.zeros: set = set()         # public tensors known to be all zeros (maximum(x, 0) is a ReLU)
+        self.meta = meta                # activations live on the meta device: a real tensor is a constant
+        self._keep: List[torch.Tensor] = []
         self.linear: List[LinearOp] = []
         self.relus: List[ReluLayer] = []
         self.unpriced: List[UnpricedOp] = []
 
-    def _is_weight(self, t: Any) -> bool:
-        if not isinstance(t, torch.Tensor):
-            return True  # a Python scalar
-        if t.numel() <= 1:
-            return True
+    def _tracked(self, t: torch.Tensor, ids: set) -> bool:
         seen = t
         while seen is not None:
-            if id(seen) in self.weight_ids:
+            if id(seen) in ids:
                 return True
             seen = getattr(seen, "_base", None)
         return False
+
+    def _is_public(self, value: Any) -> bool:
+        """Python scalars, None, weights, constants and tensors computed from them alone."""
+        if isinstance(value, (list, tuple)):
+            return all(self._is_public(v) for v in value)
+        if not isinstance(value, torch.Tensor):
+            return True
+        if self.meta and not value.is_meta:
+            return True
+        return self._tracked(value, self.public)
+
+    def _is_zero(self, value: Any) -> bool:
+        if isinstance(value, bool) or value is None:
+            return False
+        if isinstance(value, numbers.Number):
+            return value == 0
+        if not isinstance(value, torch.Tensor):
+            return False
+        if self._tracked(value, self.zeros):
+            return True
+        return self._is_public(value) and _reads_zero(value)
+
+    def _mark_public(self, out: Any, zero: bool) -> None:
+        for t in pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self._keep.append(t)
+                self.public.add(id(t))
+                if zero:
+                    self.zeros.add(id(t))
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: D105
         kwargs = kwargs or {}
@@ -268,6 +371,10 @@ class _OpRecorder(TorchDispatchMode):
             return  # priced as a whole by the layer's kept_per_sample
         packet = func.overloadpacket.__name__
         packet = packet[:-1] if packet.endswith("_") and not packet.endswith("__") else packet  # in place: silu_
+        inputs = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        if packet in _SHAPE_ONLY_OPS or packet in _CONSTANT_OPS or all(self._is_public(t) for t in inputs):
+            self._mark_public(out, zero=self._zero_output(func, packet, args, kwargs, inputs))
+            return  # computed in the clear from public values (or from an activation's shape only)
         result = _first_tensor(out)
         if func in (_aten.convolution.default, _aten._convolution.default):
             self._record_conv(args, result)
@@ -277,30 +384,71 @@ class _OpRecorder(TorchDispatchMode):
             self._record_mm(a, b)
             return
         name, mtype = tracer.current()
-        if func in _RELU_OPS:
+        bound = _bind(func, args, kwargs)
+        if self._is_relu(func, packet, bound):
             self.relus.append(_relu_record(name, mtype, result))
             return
-        if func in _HARDTANH_OPS:
-            lo = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
-            hi = args[2] if len(args) > 2 else kwargs.get("max_val", 1.0)
-            if float(lo) == 0.0 and float(hi) == 6.0:  # ReLU6: what Delphi's ReLU circuit computes
-                self.relus.append(_relu_record(name, mtype, result))
-                return
-        label = _UNPRICED_OPS.get(packet)
-        if label is None and packet in _PRODUCT_OPS and len(args) >= 2:
-            if not self._is_weight(args[0]) and not self._is_weight(args[1]):
-                label = _PRODUCT_OPS[packet]
-        if label is not None and result is not None:
-            self.unpriced.append(UnpricedOp(name=name, type=mtype, op=label, aten=str(func),
-                                            elements=_numel(_per_sample(result.shape))))
+        label = self._unpriced_label(func, packet, bound)
+        if label is not None:
+            elements = _numel(_per_sample(result.shape)) if result is not None else 1
+            self.unpriced.append(UnpricedOp(name=name, type=mtype, op=label, aten=str(func), elements=elements))
+
+    def _zero_output(self, func, packet: str, args, kwargs, inputs: List[torch.Tensor]) -> bool:
+        if packet in _ZERO_FACTORIES:
+            return True
+        bound = _bind(func, args, kwargs)
+        if packet in _FILL_FACTORIES:
+            value = next((bound[k] for k in ("fill_value", "value", "s") if k in bound), None)
+            return self._is_zero(value)
+        if packet in _CONSTANT_OPS:
+            return bool(inputs) and _reads_zero(inputs[0])
+        return packet in _ZERO_PRESERVING and bool(inputs) and self._is_zero(inputs[0])
+
+    def _is_relu(self, func, packet: str, bound: Dict[str, Any]) -> bool:
+        """Ops that are a ReLU (or ReLU6, Delphi's circuit) by themselves: one garbled ReLU per element."""
+        if packet == "relu":
+            return True
+        if packet == "hardtanh":
+            return _number(bound.get("min_val", -1.0)) == 0.0 and _number(bound.get("max_val", 1.0)) == 6.0
+        if packet == "threshold":
+            return _number(bound.get("threshold")) == 0.0 and _number(bound.get("value")) == 0.0
+        if packet in ("clamp", "clamp_min"):
+            high = bound.get("max")
+            return self._is_zero(bound.get("min")) and (high is None or _number(high) == 6.0)
+        if packet in ("maximum", "fmax") or func is _aten.max.other:
+            a, b = bound.get("self"), bound.get("other")
+            return (self._is_zero(b) and not self._is_public(a)) or (self._is_zero(a) and not self._is_public(b))
+        return False
+
+    def _unpriced_label(self, func, packet: str, bound: Dict[str, Any]) -> Optional[str]:
+        """None for an op known to be free on activations; otherwise what to list it as."""
+        if packet in ("_to_copy", "to"):  # a cast rounds to integers (a nonlinearity) or keeps the value
+            return _LABELS["_to_copy"] if bound.get("dtype") in _INTEGER_DTYPES else None
+        if packet in _FREE_OPS:
+            return None
+        if packet in _FREE_IF_PUBLIC:
+            names, mode, label = _FREE_IF_PUBLIC[packet]
+            public = [self._is_public(bound.get(n)) for n in names]
+            if packet in ("div", "true_divide") and bound.get("rounding_mode") is not None:
+                return "rounding division"
+            return None if (any(public) if mode == "any" else all(public)) else label
+        if packet in _BATCH_NORM_OPS:
+            return None if bound.get("training", True) is False else _LABELS[packet]
+        if packet in ("bmm", "baddbmm"):
+            a, b = (bound.get("batch1"), bound.get("batch2")) if packet == "baddbmm" else (bound.get("self"),
+                                                                                          bound.get("mat2"))
+            if self._is_public(a) or self._is_public(b):
+                return "batched matmul with weights (HE cost not modelled)"
+        return _LABELS.get(packet, packet)
 
     def _record_conv(self, args, result) -> None:
         x, w = args[0], args[1]
         stride, transposed, groups = tuple(args[3]), bool(args[6]), int(args[8])
         name, mtype = self.tracer.current()
-        if transposed:
-            self.unpriced.append(UnpricedOp(name=name, type=mtype, op="transposed convolution",
-                                            aten="aten.convolution", elements=_numel(_per_sample(result.shape))))
+        if transposed or not self._is_public(w):
+            op = "transposed convolution" if transposed else "convolution by an activation"
+            self.unpriced.append(UnpricedOp(name=name, type=mtype, op=op, aten="aten.convolution",
+                                            elements=_numel(_per_sample(result.shape))))
             return
         flops = conv_flop_count(list(x.shape), list(w.shape), list(result.shape), transposed=False)
         self.linear.append(LinearOp(
@@ -312,7 +460,7 @@ class _OpRecorder(TorchDispatchMode):
 
     def _record_mm(self, a, b) -> None:
         name, mtype = self.tracer.current()
-        if not self._is_weight(a) and not self._is_weight(b):
+        if not self._is_public(a) and not self._is_public(b):
             self.unpriced.append(UnpricedOp(name=name, type=mtype, op="matmul of two activations",
                                             aten="aten.mm", elements=int(a.shape[0]) * int(b.shape[1])))
             return
@@ -325,6 +473,22 @@ class _OpRecorder(TorchDispatchMode):
 
 def _numel(shape: Sequence[int]) -> int:
     return int(math.prod(shape)) if shape else 1
+
+
+def _bind(func, args: Sequence[Any], kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """An op's arguments by their schema names (``self``, ``other``, ``min``, ``training``, ...)."""
+    bound = dict(zip((a.name for a in func._schema.arguments), args))
+    bound.update(kwargs)
+    return bound
+
+
+def _reads_zero(t: torch.Tensor) -> bool:
+    """A real one-element tensor holding 0 (a constant's value can be read; a meta tensor's cannot)."""
+    return not t.is_meta and t.numel() == 1 and float(t) == 0.0
+
+
+def _number(value: Any) -> Optional[float]:
+    return float(value) if isinstance(value, numbers.Number) and not isinstance(value, bool) else None
 
 
 def _relu_record(name: str, mtype: str, result: Optional[torch.Tensor]) -> ReluLayer:
@@ -462,7 +626,7 @@ def _count(model: nn.Module, size: Tuple[int, ...], params: int, device: Optiona
         weight_ids = {id(t) for t in list(model.parameters()) + list(model.buffers())}
         run = lambda: model(x)  # noqa: E731
 
-    recorder = _OpRecorder(tracer, weight_ids)
+    recorder = _OpRecorder(tracer, weight_ids, meta=device == "meta")
     flop_counter = FlopCounterMode(display=False)
     with ExitStack() as stack:
         stack.enter_context(torch.no_grad())

@@ -28,7 +28,7 @@ from .result import LayerCost, PICost
 
 __all__ = ["PROTOCOLS", "GARBLERS", "CLIENT_DEVICES", "estimate", "circa_defaults"]
 
-PROTOCOLS = ("delphi", "circa")
+PROTOCOLS = ("delphi", "circa", "cheetah")  # cheetah: fitted to SPU runs measured here (cheetah.py)
 GARBLERS = ("server", "client")
 CLIENT_DEVICES = ("embedded", "server")
 
@@ -98,6 +98,9 @@ def _gc_seconds_per_relu(circuit: Circuit, role: str, machine: str) -> float:
 def estimate(counts: ModelCounts, model_name: str, *, protocol: str, garbler: str, network: NetworkSpec,
              threads: int, client_threads: int, client_device: str) -> PICost:
     """Price counted inference under the protocol; see the module docstring for the steps."""
+    if protocol == "cheetah":  # not Delphi-style: SPU's Cheetah, fitted to measured runs
+        from .cheetah import estimate_cheetah
+        return estimate_cheetah(counts, model_name, network=network, threads=threads, client_threads=client_threads)
     rates = _rates()
     asked = protocol
     protocol = "circa" if counts.stochastic_relus else protocol  # the model runs Circa's ReLU: Circa's protocol

@@ -91,7 +91,8 @@ class PICost:
         return [
             ("model", f"{self.model}, input {tuple(self.input_size)}"),
             ("protocol", f"{self.protocol}, {self.garbler}-garbler, {self.threads} server thread(s), "
-                         f"{self.client_threads} client thread(s)"),
+                         f"{self.client_threads} client thread(s)" if self.garbler != "-" else
+                         f"{self.protocol} (SPU, fitted to measured runs; no garbled circuits)"),
             ("network", self.network),
             ("ReLUs", f"{relus} in {self.relu_layers} layers"),
             ("MACs / FLOPs", f"{format_count(self.macs)} / {format_count(self.flops)}"),

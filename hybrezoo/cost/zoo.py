@@ -62,7 +62,14 @@ def zoo_rows(dataset: Optional[str] = None, protocol: str = "delphi",
             progress(entry.name)
         built = count_for_cost(build_for_counting(entry.name), None)
         bound = entry.relu_budget is not None and not entry.has_weights and entry.relu_budget < built.relus
-        counts = at_relu_budget(built, entry.relu_budget) if bound else built
+        if bound:
+            counts = at_relu_budget(built, entry.relu_budget)
+        elif entry.relu_budget is not None and entry.has_weights:
+            from ..models import create_model
+
+            counts = count_for_cost(create_model(entry.name, pretrained=True), None)  # its masks decide the ReLUs
+        else:
+            counts = built
         priced = {net: estimate(counts, entry.name, protocol=protocol, garbler="server", network=NETWORKS[net],
                                 threads=1, client_threads=1, client_device="embedded")
                   for net in ("lan", "wan")}

@@ -10,7 +10,12 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["ImageArrays", "holdout_split"]
+from .._validate import Range
+
+__all__ = ["ImageArrays", "holdout_count", "holdout_split", "HOLDOUT_RANGE"]
+
+HOLDOUT_RANGE = Range(low=0, whole_from=1, note="a fraction of the training split below 1, or a whole count of "
+                                                "images; 0 = none")
 
 
 @dataclass
@@ -40,6 +45,16 @@ class ImageArrays:
         return ImageArrays(self.images[index], self.labels[index], self.classes, self.descriptions)
 
 
+def holdout_count(holdout: float, size: int) -> int:
+    """Images ``data.holdout`` takes from a training split of ``size``: a count (>= 1) or a fraction (< 1).
+
+    A negative value or a fractional count (2.5) is refused, not read as "none" or rounded silently."""
+    HOLDOUT_RANGE.check(holdout, "data.holdout", ValueError)
+    if holdout == 0:
+        return 0
+    return int(round(holdout * size)) if holdout < 1 else int(holdout)
+
+
 def holdout_split(data: ImageArrays, holdout: float, seed: int) -> tuple[ImageArrays, Optional[ImageArrays]]:
     """Split off a held-out part of a training split for model selection.
 
@@ -48,9 +63,10 @@ def holdout_split(data: ImageArrays, holdout: float, seed: int) -> tuple[ImageAr
     does not depend on the run.
     Returns ``(train, held_out)``; ``held_out`` is None when ``holdout`` is 0.
     """
-    if holdout <= 0:
+    HOLDOUT_RANGE.check(holdout, "data.holdout", ValueError)
+    if holdout == 0:
         return data, None
-    count = int(round(holdout * len(data))) if holdout < 1 else int(holdout)
+    count = holdout_count(holdout, len(data))
     if not 0 < count < len(data):
         raise ValueError(f"data.holdout={holdout} keeps {count} of {len(data)} training images: "
                          "use a fraction in (0, 1) or a count below the split size")

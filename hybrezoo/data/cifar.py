@@ -22,12 +22,60 @@ __all__ = ["Cifar100Source", "download_cifar100"]
 _FILES = ("train", "test", "meta")
 
 
+def _latin1_encode(text: str, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """``_codecs.encode`` as Python 3 pickles ``bytes`` under protocol 2 (``encode(text, "latin1")``)."""
+    if not isinstance(text, str) or encoding.lower().replace("-", "") not in ("latin1", "iso88591") \
+            or errors != "strict":
+        raise pickle.UnpicklingError("_codecs.encode is admitted for latin1 byte strings only")
+    return text.encode("latin1")
+
+
+def _allowed_globals() -> dict[tuple[str, str], Any]:
+    reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's _reconstruct, whichever module holds it
+    return {
+        **{(module, "_reconstruct"): reconstruct
+           for module in ("numpy.core.multiarray", "numpy._core.multiarray")},
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_encode,
+    }
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Reads the official CIFAR pickles and nothing that could run code.
+
+    The files hold dicts, lists, strings, numbers and NumPy arrays; an array is rebuilt by
+    ``numpy.core.multiarray._reconstruct(numpy.ndarray, shape, numpy.dtype)`` plus its raw bytes (files
+    written by Python 3 under protocol 2 add ``_codecs.encode(text, "latin1")`` for those bytes). Every
+    other global, e.g. ``os.system`` in a ``__reduce__`` payload, is refused before it is looked up."""
+
+    _ALLOWED = _allowed_globals()
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self._ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR-100 file never holds "
+                                         "(it could run code)") from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("it holds persistent references, which a CIFAR-100 file never holds")
+
+
 def _read_pickle(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             # latin1 turns Python 2 byte strings into str (keys and label names) without touching arrays.
-            raw = pickle.load(f, encoding="latin1")
-    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, ImportError, IndexError) as err:
+            raw = _CifarUnpickler(f, encoding="latin1").load()
+    except pickle.UnpicklingError as err:
+        if "CIFAR-100 file never holds" in str(err) or "admitted for latin1" in str(err):
+            raise HybrezooError(f"{path} was refused: {err}; unpack cifar-100-python.tar.gz from "
+                                "https://www.cs.toronto.edu/~kriz/cifar.html again") from None
+        raise HybrezooError(f"{path} is empty, truncated or not a CIFAR-100 python pickle (UnpicklingError): "
+                            "unpack cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html "
+                            "again") from None
+    except (EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError, KeyError, MemoryError,
+            OverflowError, RecursionError, UnicodeDecodeError) as err:
         raise HybrezooError(f"{path} is empty, truncated or not a CIFAR-100 python pickle ({type(err).__name__}): "
                             "unpack cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html "
                             "again") from None

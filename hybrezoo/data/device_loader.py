@@ -19,6 +19,7 @@ from typing import Iterator, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from .._validate import Range
 from .arrays import ImageArrays
 
 __all__ = ["Augment", "DeviceLoader", "crop_flip", "cutout", "normalize", "epoch_generator"]
@@ -98,15 +99,17 @@ class DeviceLoader:
         self.rank, self.world_size = rank, world_size
         self.channels_last = channels_last
         self.max_batches = max_batches
-        self.epoch, self.stream = 0, ""
+        self.epoch, self.stream, self.start = 0, "", 0
+        # data.batch_size / data.eval_batch_size are checked when the recipe loads; this guards direct use
+        Range(low=1, whole=True).check(batch_size, "batch_size", ValueError)
         if train and batch_size % world_size:
             raise ValueError(f"data.batch_size={batch_size} is the global batch: it must be divisible by the "
                              f"{world_size} processes")
         self.batch_size = batch_size
         self.local_batch = batch_size // world_size if train else batch_size
         if train and len(data) < batch_size:
-            raise ValueError(f"data.batch_size={batch_size} is larger than the {len(data)} training images: "
-                             "lower data.batch_size")
+            raise ValueError(f"data.batch_size={batch_size} is larger than the {len(data)} training images (after any "
+                             f"data.holdout): lower data.batch_size to {len(data)} or less, or use more images")
         store = self.device if on_device else torch.device("cpu")
         images = torch.from_numpy(data.images)
         labels = torch.from_numpy(data.labels)
@@ -118,10 +121,12 @@ class DeviceLoader:
         self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255
 
-    def set_epoch(self, epoch: int, stream: str = "") -> None:
-        """Select the epoch (and a stream name, e.g. the stage) whose order and augmentation come next."""
+    def set_epoch(self, epoch: int, stream: str = "", start: int = 0) -> None:
+        """Select the epoch (and a stream name, e.g. the stage) whose order and augmentation come next;
+        ``start`` skips that many training batches (a run resumed in the middle of an epoch)."""
         self.epoch = epoch
         self.stream = stream
+        self.start = start
 
     def __len__(self) -> int:
         if self.train:
@@ -158,7 +163,7 @@ class DeviceLoader:
         centers = torch.stack([torch.randint(0, h, (n,), generator=gen), torch.randint(0, w, (n,), generator=gen)], 1)
         order = order.to(self.images.device)  # indices live where the images are: no per-step copies
         offsets, flips, centers = (t.to(self.device) for t in (offsets, flips, centers))
-        for step in range(len(self)):
+        for step in range(self.start, len(self)):
             start = step * self.batch_size + self.rank * self.local_batch
             part = slice(start, start + self.local_batch)
             images, labels = self._gather(order[part])

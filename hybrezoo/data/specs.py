@@ -22,6 +22,8 @@ class DatasetSpec:
     folder: str                    # folder expected under the data root
     homepage: str                  # where users get the data (never fetched without --download)
     hf_dataset: str                # Hugging Face dataset id, for model cards
+    train_images: int              # size of the official training split
+    eval_images: int               # size of the official split models are scored on (test / val)
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -36,6 +38,7 @@ DATASETS: dict[str, DatasetSpec] = {
             folder="cifar-100-python",
             homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
             hf_dataset="uoft-cs/cifar100",
+            train_images=50_000, eval_images=10_000,
         ),
         DatasetSpec(
             name="tinyimagenet", tag="tin", title="Tiny ImageNet",
@@ -45,6 +48,7 @@ DATASETS: dict[str, DatasetSpec] = {
             folder="tiny-imagenet-200",
             homepage="http://cs231n.stanford.edu/tiny-imagenet-200.zip",
             hf_dataset="zh-plus/tiny-imagenet",
+            train_images=100_000, eval_images=10_000,
         ),
     )
 }

@@ -3,6 +3,9 @@
 They exist so that every recipe can be run end to end in seconds (tests, smoke checks of a new
 recipe) without the real data: the loaders read them exactly as they read CIFAR-100 and Tiny
 ImageNet. The images are noise plus a per-class colour shift, so a model can learn them a little.
+The default sizes (300 CIFAR-100 and 400 Tiny ImageNet training images) hold at least one batch of
+every shipped recipe (``data.batch_size`` 256 at most), so a recipe runs on them unchanged
+(with ``runtime.max_steps`` for speed); smaller sets need a smaller ``data.batch_size``.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ def _images(rng: np.random.Generator, labels: np.ndarray, size: int, classes: in
     return np.clip(base // 2 + 64 + shift // 2, 0, 255).astype(np.uint8)
 
 
-def write_fake_cifar100(root: Path, train_per_class: int = 2, test_per_class: int = 1, seed: int = 0) -> Path:
+def write_fake_cifar100(root: Path, train_per_class: int = 3, test_per_class: int = 1, seed: int = 0) -> Path:
     """``root/cifar-100-python/{train,test,meta}`` as the official pickles (100 classes)."""
     rng = np.random.default_rng(seed)
     folder = Path(root) / "cifar-100-python"
@@ -40,7 +43,7 @@ def write_fake_cifar100(root: Path, train_per_class: int = 2, test_per_class: in
     return folder
 
 
-def write_fake_tinyimagenet(root: Path, train_per_class: int = 1, val_per_class: int = 1, seed: int = 0,
+def write_fake_tinyimagenet(root: Path, train_per_class: int = 2, val_per_class: int = 1, seed: int = 0,
                             classes: int = 200) -> Path:
     """``root/tiny-imagenet-200`` in the standard layout (wnids.txt, train/<wnid>/images, val/...)."""
     rng = np.random.default_rng(seed)

@@ -45,19 +45,34 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay: Sequence[str] 
     return [g for g in groups if g["params"]]
 
 
-def create_optimizer(cfg: Mapping[str, Any], params: Union[nn.Module, Params]) -> torch.optim.Optimizer:
-    """SGD or AdamW from a recipe's ``optimizer`` section; a module gets :func:`param_groups`."""
+def _on_cuda(params: Any) -> bool:
+    for item in params:
+        tensors = item["params"] if isinstance(item, Mapping) else [item]
+        for p in tensors:
+            return bool(p.is_cuda)
+    return False
+
+
+def create_optimizer(cfg: Mapping[str, Any], params: Union[nn.Module, Params],
+                     fused: bool = False) -> torch.optim.Optimizer:
+    """SGD or AdamW from a recipe's ``optimizer`` section; a module gets :func:`param_groups`.
+
+    ``fused`` (``runtime.fused_optimizer``) asks for torch's fused CUDA kernels (one launch for all
+    parameters instead of one per tensor); it applies only to parameters on a GPU, so CPU runs, and
+    their results, are unchanged."""
     if isinstance(params, nn.Module):
         params = param_groups(params, float(cfg["weight_decay"]), cfg.get("no_decay") or ())
+    params = list(params)
+    extra = {"fused": True} if fused and _on_cuda(params) else {}
     name = str(cfg["name"]).lower()
     lr = float(cfg["lr"])
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=float(cfg["momentum"]), nesterov=bool(cfg["nesterov"]),
-                               weight_decay=float(cfg["weight_decay"]))
+                               weight_decay=float(cfg["weight_decay"]), **extra)
     if name == "adamw":
         betas = tuple(float(b) for b in cfg["betas"])
         return torch.optim.AdamW(params, lr=lr, betas=betas, eps=float(cfg["eps"]),
-                                 weight_decay=float(cfg["weight_decay"]))
+                                 weight_decay=float(cfg["weight_decay"]), **extra)
     raise HybrezooError(f"optimizer.name must be sgd or adamw, got {cfg['name']!r}")
 
 

@@ -15,15 +15,20 @@ import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence
 
 import yaml
 
+from .._validate import Range
+from ..data.arrays import HOLDOUT_RANGE
 from ..errors import HybrezooError
 
+if TYPE_CHECKING:
+    from torch import nn
+
 __all__ = [
-    "DEFAULTS", "STAGE_SECTIONS", "Recipe", "RecipeError", "load_recipe", "apply_overrides", "deep_merge",
-    "resolve", "stage_section", "dump_recipe",
+    "DEFAULTS", "STAGE_SECTIONS", "RANGES", "Recipe", "RecipeError", "load_recipe", "apply_overrides", "deep_merge",
+    "resolve", "stage_section", "dump_recipe", "build_recipe_model",
 ]
 
 
@@ -85,6 +90,7 @@ DEFAULTS: dict[str, Any] = {
         "channels_last": "auto",  # auto (on CUDA) | on | off
         "compile": None,       # None/false: eager; true or a torch.compile mode string
         "sync_bn": False,      # SyncBatchNorm under DDP
+        "fused_optimizer": False,  # torch's fused CUDA optimizer kernels (GPU only: CPU runs are unchanged)
         "data_on_device": True,   # hold the uint8 split on the GPU (else pinned host memory)
         "cache_dir": None,     # decoded-data cache; default $HYBREZOO_CACHE or ~/.cache/hybrezoo/data
         "max_steps": None,     # smoke runs: stop each training stage after this many steps
@@ -92,6 +98,39 @@ DEFAULTS: dict[str, Any] = {
         "progress": True,      # tqdm progress bar
         "log_every": 20,       # steps between progress-bar updates (each costs a device sync)
     },
+}
+
+# The values each numeric key accepts, checked when a recipe is resolved (so every entry point, the CLI,
+# the API and the methods' templates alike, refuses a value that would crash deep inside torch or train
+# silently wrong: a negative learning rate, zero steps, a class count the data set does not have).
+RANGES: dict[str, Range] = {
+    "data.holdout": HOLDOUT_RANGE,
+    "data.holdout_seed": Range(low=0, whole=True),
+    "data.batch_size": Range(low=1, whole=True, note="the global training batch, e.g. 128"),
+    "data.eval_batch_size": Range(low=1, whole=True, note="images per evaluation batch, e.g. 500"),
+    "data.augment.crop_padding": Range(low=0, whole=True, note="pixels of zero padding; 0 = no random crop"),
+    "data.augment.cutout": Range(low=0, whole=True, note="side of the zeroed square; 0 = off"),
+    "epochs": Range(low=1, whole=True),
+    "optimizer.lr": Range(low=0, low_open=True, note="e.g. 0.1"),
+    "optimizer.momentum": Range(low=0, high=1, high_open=True, note="the fraction of the previous update kept, "
+                                                                     "e.g. 0.9"),
+    "optimizer.weight_decay": Range(low=0, note="e.g. 5e-4; 0 = none"),
+    "optimizer.betas": Range(low=0, high=1, high_open=True, length=2, note="AdamW, e.g. [0.9, 0.999]"),
+    "optimizer.eps": Range(low=0, low_open=True, note="e.g. 1e-8"),
+    "schedule.warmup_epochs": Range(low=0, note="epochs of linear warm-up; 0 = none"),
+    "schedule.warmup_factor": Range(low=0, high=1, note="the lr factor of the first warm-up step, e.g. 0.01"),
+    "schedule.min_lr": Range(low=0),
+    "schedule.milestones": Range(low=0, low_open=True, each=True, note="epochs, e.g. [80, 120]"),
+    "schedule.gamma": Range(low=0, low_open=True, note="the lr factor at each milestone, e.g. 0.1"),
+    "schedule.pct_start": Range(low=0, high=1, low_open=True, high_open=True, note="e.g. 0.3"),
+    "schedule.div_factor": Range(low=0, low_open=True, note="e.g. 25"),
+    "schedule.final_div_factor": Range(low=0, low_open=True, note="e.g. 1e4"),
+    "loss.label_smoothing": Range(low=0, high=1, note="e.g. 0.1; 0 = none"),
+    "distill.temperature": Range(low=0, low_open=True, note="e.g. 4"),
+    "distill.weight": Range(low=0, note="the weight of the distillation term, e.g. 1"),
+    "runtime.max_steps": Range(low=1, whole=True, none_ok=True, note="training steps of each stage in a smoke run"),
+    "runtime.max_eval_batches": Range(low=1, whole=True, none_ok=True, note="batches per evaluation in a smoke run"),
+    "runtime.log_every": Range(low=1, whole=True),
 }
 
 # Top-level sections a stage entry may override for itself.
@@ -320,7 +359,84 @@ def resolve(data: Mapping[str, Any], stage_options=None) -> dict[str, Any]:
         raise RecipeError("the recipe names no model: set model.name (e.g. pi_resnet18.c100)")
     if full["select"] not in ("auto", "last", "best"):
         raise RecipeError(f"select must be auto, last or best, got {full['select']!r}")
+    check_ranges(full)
     return full
+
+
+def _lookup(data: Mapping[str, Any], dotted: str) -> tuple[bool, Any]:
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def check_ranges(data: Mapping[str, Any]) -> None:
+    """Check every key of :data:`RANGES` in a resolved recipe and in each stage that overrides it,
+    naming the key as the user writes it (``stages.1.optimizer.lr``)."""
+    for dotted, allowed in RANGES.items():
+        found, value = _lookup(data, dotted)
+        if found:
+            allowed.check(value, f"recipe key {dotted}", RecipeError)
+    for i, stage in enumerate(data.get("stages") or []):
+        for dotted, allowed in RANGES.items():
+            if dotted.split(".")[0] in STAGE_SECTIONS:
+                found, value = _lookup(stage, dotted)
+                if found:
+                    allowed.check(value, f"recipe key stages.{i}.{dotted}", RecipeError)
+
+
+def build_recipe_model(name: str, kwargs: Mapping[str, Any], num_classes: int, dataset_title: str) -> "nn.Module":
+    """``create_model(name, **kwargs)`` for a run, with ``model.kwargs`` checked: a class count other than
+    the data set's (which would fail mid-training with "Target 37 is out of bounds") and arguments the
+    architecture does not take or rejects are one line naming ``model.kwargs`` and what to do."""
+    from ..models import create_model
+
+    kwargs = dict(kwargs)
+    if "num_classes" in kwargs and kwargs["num_classes"] != num_classes:
+        raise RecipeError(f"model.kwargs.num_classes={kwargs['num_classes']!r}, but {dataset_title} has "
+                          f"{num_classes} classes: remove num_classes from model.kwargs (the data set sets it)")
+    try:
+        return create_model(name, **kwargs)
+    except HybrezooError as err:
+        if not any(key in str(err) for key in kwargs):  # not about the kwargs (or there are none)
+            raise
+        raise RecipeError(f"model.kwargs of {name}: {err}") from None
+    except Exception as err:  # the architecture's own argument checks: TypeError, AssertionError, ValueError ...
+        if not kwargs:
+            raise
+        accepted = _model_arguments(name)
+        if accepted is None:  # the model does not build even without the kwargs: not their fault
+            raise
+        unknown = sorted(set(kwargs) - set(accepted)) if "**" not in accepted else []
+        if isinstance(err, TypeError) and unknown:
+            raise RecipeError(f"model.kwargs: {name} takes no argument {', '.join(map(repr, unknown))}: remove it "
+                              f"(its arguments: {', '.join(a for a in accepted if a != '**')})") from None
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise RecipeError(f"model.kwargs {dict(kwargs)!r} rejected by {name} ({type(err).__name__}: {reason}): "
+                          "correct or remove them") from None
+
+
+def _model_arguments(name: str) -> Optional[list[str]]:
+    """The keyword arguments ``name``'s model class takes (``'**'`` if it takes any), or None when the
+    model cannot be built even without extra arguments."""
+    import inspect
+
+    import torch
+
+    from ..models import create_model
+
+    try:
+        with torch.device("meta"):
+            model = create_model(name)
+    except Exception:  # an initialiser without a meta kernel: build it for real
+        try:
+            model = create_model(name)
+        except Exception:
+            return None
+    params = list(inspect.signature(type(model).__init__).parameters.values())[1:]
+    return [("**" if p.kind is p.VAR_KEYWORD else p.name) for p in params if p.kind is not p.VAR_POSITIONAL]
 
 
 def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = (), stage_options=None) -> Recipe:

@@ -20,7 +20,8 @@ from torch import nn
 
 from ..errors import HybrezooError
 
-__all__ = ["RunEnv", "init_env", "seed_everything", "capture_rng", "restore_rng", "hardware_info", "unwrap"]
+__all__ = ["RunEnv", "init_env", "seed_everything", "capture_rng", "restore_rng", "hardware_info", "unwrap",
+           "RngSlot", "isolated_rng"]
 
 
 @dataclass
@@ -36,6 +37,7 @@ class RunEnv:
     compile_mode: Optional[str] = None        # torch.compile mode ("default", "max-autotune", ...) or None
     sync_bn: bool = False
     owns_process_group: bool = False
+    fused_optimizer: bool = False             # fused CUDA optimizer kernels (only parameters on a GPU)
 
     @property
     def distributed(self) -> bool:
@@ -114,8 +116,12 @@ def init_env(runtime: Mapping[str, Any], device: Optional[str] = None) -> RunEnv
         raise HybrezooError(f"unknown device {wanted!r}: use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise HybrezooError("device cuda asked for, but PyTorch sees no GPU: use --device cpu")
+            raise HybrezooError(f"device {wanted} asked for, but PyTorch sees no GPU: use --device cpu")
         dev = torch.device("cuda", local_rank if world_size > 1 else (dev.index or 0))
+        count = torch.cuda.device_count()
+        if dev.index >= count:
+            raise HybrezooError(f"device {dev} asked for, but this machine has {count} GPU{'s' if count != 1 else ''} "
+                                f"(cuda:0 to cuda:{count - 1}): use one of them, or --device cpu")
         torch.cuda.set_device(dev)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -139,7 +145,8 @@ def init_env(runtime: Mapping[str, Any], device: Optional[str] = None) -> RunEnv
         compile_mode = "default" if compile_opt is True else str(compile_opt)
     return RunEnv(device=dev, rank=rank, world_size=world_size, local_rank=local_rank, amp_dtype=amp_dtype,
                   channels_last=_flag(runtime.get("channels_last", "auto"), "channels_last", dev.type == "cuda"),
-                  compile_mode=compile_mode, sync_bn=bool(runtime.get("sync_bn", False)), owns_process_group=owns)
+                  compile_mode=compile_mode, sync_bn=bool(runtime.get("sync_bn", False)), owns_process_group=owns,
+                  fused_optimizer=bool(runtime.get("fused_optimizer", False)))
 
 
 def seed_everything(seed: int) -> None:
@@ -150,19 +157,78 @@ def seed_everything(seed: int) -> None:
 
 
 def capture_rng() -> dict[str, Any]:
-    """The global random states (Python, NumPy, PyTorch CPU and the current GPU), for resumption."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The global random states (Python, NumPy, PyTorch CPU and the current GPU), for resumption.
+
+    Stored as tensors and plain numbers, so a checkpoint holding them loads with
+    ``torch.load(weights_only=True)`` (no pickled NumPy or Python objects)."""
+    version, internal, gauss = random.getstate()
+    legacy = np.random.get_state(legacy=False)  # the global RandomState: always MT19937
+    state: dict[str, Any] = {
+        "python": {"version": int(version), "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+        "numpy": {"bit_generator": str(legacy["bit_generator"]),
+                  "key": torch.from_numpy(legacy["state"]["key"].astype(np.int64)),
+                  "pos": int(legacy["state"]["pos"]), "has_gauss": int(legacy["has_gauss"]),
+                  "gauss": float(legacy["gauss"])},
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state()  # this process's device only: resumable on other GPU counts
     return state
 
 
 def restore_rng(state: Mapping[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    """Set the global random states captured by :func:`capture_rng`."""
+    py = state["python"]
+    random.setstate((int(py["version"]), tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
+    npy = state["numpy"]
+    np.random.set_state((npy["bit_generator"], npy["key"].numpy().astype(np.uint32), int(npy["pos"]),
+                         int(npy["has_gauss"]), float(npy["gauss"])))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
+
+
+def _native_rng() -> tuple[Any, ...]:
+    cuda = torch.cuda.get_rng_state() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    return random.getstate(), np.random.get_state(), torch.get_rng_state(), cuda
+
+
+def _set_native_rng(state: tuple[Any, ...]) -> None:
+    py, npy, cpu, cuda = state
+    random.setstate(py)
+    np.random.set_state(npy)
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state(cuda)
+
+
+class RngSlot:
+    """The global random states (Python, NumPy, torch CPU, current GPU) of one run while several runs take
+    turns in one process (lockstep): entering puts this run's states in place, leaving stores them back.
+    Each run thus draws (dropout, a stage's set-up) exactly the numbers it would draw alone."""
+
+    def __init__(self) -> None:
+        self._state: Optional[tuple[Any, ...]] = None
+
+    def __enter__(self) -> "RngSlot":
+        if self._state is not None:
+            _set_native_rng(self._state)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._state = _native_rng()
+
+
+@contextlib.contextmanager
+def isolated_rng() -> Iterator[None]:
+    """Run the block without consuming the global random states (e.g. building a teacher whose initial
+    weights are overwritten at once): a run's random stream then does not depend on how many teachers
+    it loads, or whether a lockstep neighbour loaded the shared one first."""
+    state = _native_rng()
+    try:
+        yield
+    finally:
+        _set_native_rng(state)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -193,6 +259,7 @@ def hardware_info(env: Optional[RunEnv] = None) -> dict[str, Any]:
         "device": env.device.type if env else "cpu",
         "processes": env.world_size if env else 1,
         "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),  # CPU results depend on it (reduction order)
         "torch": torch.__version__, "python": platform.python_version(),
     }
     if env is not None and env.device.type == "cuda":
@@ -201,6 +268,7 @@ def hardware_info(env: Optional[RunEnv] = None) -> dict[str, Any]:
     info["amp"] = str(env.amp_dtype).replace("torch.", "") if env and env.amp_dtype else "off"
     info["channels_last"] = bool(env.channels_last) if env else False
     info["compile"] = env.compile_mode if env else None
+    info["fused_optimizer"] = bool(env.fused_optimizer and env.device.type == "cuda") if env else False
     return info
 
 

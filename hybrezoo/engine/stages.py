@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
@@ -46,7 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .runtime import RunEnv
     from .trainer import FitResult, RunData, Trainer
 
-__all__ = ["StageKind", "StageContext", "register_stage", "get_stage", "stage_kinds"]
+__all__ = ["StageKind", "StageContext", "register_stage", "get_stage", "stage_kinds", "check_stage_name"]
 
 StageFn = Callable[["StageContext"], None]
 
@@ -99,6 +100,18 @@ def stage_kinds() -> list[str]:
     return sorted(_STAGES)
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
+
+
+def check_stage_name(name: Any) -> str:
+    """``name`` if it is a plain name (letters, digits, ``_ . + -``; no path): stages name files in the
+    run folder (e.g. ``senet_allocation.<stage>.json``), so a name must not lead out of it."""
+    if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name) or ".." in name:
+        raise HybrezooError(f"stage name {name!r} is not a plain name: use up to 100 letters, digits, '_', '-', '.' "
+                            "or '+' (no '/', no '..'), e.g. name: finetune")
+    return name
+
+
 @dataclass
 class StageContext:
     """What a stage works with. ``fit`` runs the engine's training loop on ``model``."""
@@ -118,6 +131,9 @@ class StageContext:
     resume: Optional[dict[str, Any]] = None               # set by the runner when continuing this stage
     fitted: bool = False
     result: Optional["FitResult"] = None                  # what fit returned
+
+    def __post_init__(self) -> None:
+        check_stage_name(self.name)
 
     def fit(self, **kwargs: Any) -> "FitResult":
         """The engine's loop (see :meth:`hybrezoo.engine.trainer.Trainer.fit` for the arguments)."""

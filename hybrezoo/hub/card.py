@@ -40,9 +40,9 @@ def card_metadata(entry: ZooEntry, release: Optional[Release] = None) -> str:
         common = dict(task_type="image-classification", task_name="Image Classification",
                       dataset_type=spec.hf_dataset, dataset_name=spec.title, dataset_split=split)
         results = [EvalResult(metric_type="accuracy", metric_name="Top-1 accuracy (%)",
-                              metric_value=round(float(release.metrics["top1"]), 2), **common),
+                              metric_value=round(release.top1, 2), **common),
                    EvalResult(metric_type="top-5-accuracy", metric_name="Top-5 accuracy (%)",
-                              metric_value=round(float(release.metrics["top5"]), 2), **common)]
+                              metric_value=round(release.top5, 2), **common)]
     data = ModelCardData(
         library_name="timm", license=entry.pretrained_cfg()["license"], pipeline_tag="image-classification",
         tags=[*TAGS, entry.method, spec.name], datasets=[spec.hf_dataset], model_name=entry.name,
@@ -131,51 +131,105 @@ def _hardware(hw: dict[str, Any]) -> list[str]:
             f"| precision | {precision}{layout}{compiled} |"]
 
 
-def render_card(release: Release) -> str:
-    """The card of a trained checkpoint; every number is read from ``release``."""
-    entry = resolve_name(release.name)
-    m = release.metrics
-    spec = entry.dataset
-    split = m.get("eval_split", "?")
-    repo = release.hf_hub_id
-    lines = [card_metadata(entry, release), GENERATED_MARK, "", f"# {entry.name}", "", _intro(entry), "",
-             "Every figure on this card comes from the training run's `metrics.json` or from `hybrezoo.pi_cost`.", ""]
+def _where(ev_or_hw: dict[str, Any]) -> str:
+    """``NVIDIA H200, bfloat16 autocast`` / ``cpu, float32, 2 threads``: how a figure was computed."""
+    if "precision" in ev_or_hw:  # an evaluation record
+        threads = f", {_plural(ev_or_hw['threads'], 'thread')}" if ev_or_hw.get("device") == "cpu" else ""
+        return f"{ev_or_hw.get('device', '?')}, {ev_or_hw['precision']}{threads}"
+    precision = f"{ev_or_hw['amp']} autocast" if ev_or_hw.get("amp") not in (None, "off") else "float32"
+    return f"{ev_or_hw.get('gpu') or ev_or_hw.get('device', '?')}, {precision}"
 
-    lines += ["## Accuracy", "",
-              f"| {spec.title} `{split}` split ({m.get('eval_images', 0):,} images) | top-1 (%) | top-5 (%) |",
-              "|---|---|---|",
-              f"| this checkpoint | {float(m['top1']):.2f} | {float(m['top5']):.2f} |", ""]
+
+def eval_command(release: Release, weights: str) -> str:
+    """The ``hybrezoo eval`` command that printed the card's accuracy, for weights named ``weights``."""
+    ev = release.evaluation or {}
+    return f"hybrezoo eval {weights} --data PATH --device {ev.get('device', 'cpu')} --amp {ev.get('amp', 'off')}"
+
+
+def _accuracy(release: Release, weights: str) -> list[str]:
+    m, ev, spec = release.metrics, release.evaluation, resolve_name(release.name).dataset
+    split = (ev or m).get("split", m.get("eval_split", "?"))
+    images = (ev or {}).get("images", m.get("eval_images", 0))
+    lines = ["## Accuracy", "", f"| {spec.title} `{split}` split ({images:,} images) | top-1 (%) | top-5 (%) |",
+             "|---|---|---|"]
+    if ev:
+        lines.append(f"| these weights, `hybrezoo eval` ({_where(ev)}) | {float(ev['top1']):.2f} | "
+                     f"{float(ev['top5']):.2f} |")
+    lines.append(f"| {'the training run' if ev else 'this checkpoint'}'s last evaluation ({_where(m.get('hardware', {}))}) "
+                 f"| {float(m['top1']):.2f} | {float(m['top5']):.2f} |")
+    lines.append("")
+    if ev:
+        lines += [f"The first row is what `{eval_command(release, weights)}` printed on {ev['evaluated_at'][:10]} "
+                  f"(torch {ev.get('torch', '?')}); it is the figure this card and the zoo table state. Figures "
+                  "computed under bfloat16 autocast differ from float32 in the last images that sit on a decision "
+                  "boundary.", ""]
     sel = m.get("selection")
     if sel:
         lines += [f"Weights kept: `{sel.get('rule')}` rule, epoch {sel.get('epoch')} of the last training stage "
                   f"(figures on the `{sel.get('split')}` split). Evaluation: normalised images, no test-time augmentation.",
                   ""]
+    return lines
+
+
+def _teacher(release: Release) -> list[str]:
+    """Who taught this network (knowledge distillation), from the recipe and the teacher run's record."""
+    import yaml
+
+    distill = (yaml.safe_load(release.recipe_yaml) or {}).get("distill") or {}
+    if not distill.get("teacher"):
+        return []
+    teacher = release.metrics.get("teacher") or {}
+    line = (f"Distilled from `{distill['teacher']}` (temperature {distill.get('temperature')}, weight "
+            f"{distill.get('weight')}), the teacher run given as `distill.checkpoint`")
+    if teacher:
+        line += (f": top-1 {float(teacher['top1']):.2f} / top-5 {float(teacher['top5']):.2f} on "
+                 f"`{teacher.get('eval_split')}` ({_where(teacher.get('hardware', {}))}), made with "
+                 f"`{teacher.get('command')}`")
+    return [line + ".", ""]
+
+
+def render_card(release: Release, in_zoo: bool = False) -> str:
+    """The card of a trained checkpoint; every number is read from ``release``. ``in_zoo``: the release
+    is (or is being) published in the hybrezoo manifest, so its zoo name loads it."""
+    entry = resolve_name(release.name)
+    m = release.metrics
+    repo = release.hf_hub_id
+    weights = entry.name if in_zoo else (f"hf-hub:{repo}" if repo else "DIR")
+    lines = [card_metadata(entry, release), GENERATED_MARK, "", f"# {entry.name}", "", _intro(entry), "",
+             "Every figure on this card comes from `hybrezoo eval` of these weights (`eval.json`), the training "
+             "run's `metrics.json`, or `hybrezoo.pi_cost`.", ""]
+    lines += _accuracy(release, weights)
     lines += _cost_section(release.cost, "Private-inference cost",
                            "Counted on these weights (ReLU masks honoured), one image per inference.")
 
-    load = f"hf-hub:{repo}" if repo else "local-dir:DIR"
     lines += ["## Use", "", "```python", "import timm", "import hybrezoo  # registers the zoo's architectures with timm",
-              "", f'model = timm.create_model("{load}", pretrained=True).eval()']
-    if repo:
-        lines += ['# with a hybrezoo release that lists it (hybrezoo.list_models(pretrained=True)):',
-                  f'# model = timm.create_model("{entry.name}", pretrained=True)']
+              ""]
+    if in_zoo:
+        where = (f"# from the hub ({repo}) when it answers, else from the copy in a hybrezoo clone "
+                 f"(weights/{entry.name}/); both are checked against the manifest's sha256") if repo else \
+                (f"# from the copy in a hybrezoo clone (weights/{entry.name}/), checked against the manifest's sha256")
+        lines += [f'model = timm.create_model("{entry.name}", pretrained=True).eval()', where]
+    elif repo:
+        lines += [f'model = timm.create_model("hf-hub:{repo}", pretrained=True).eval()']
     else:
-        lines += ["# DIR: this folder"]
+        lines += ['model = timm.create_model("local-dir:DIR", pretrained=True).eval()   # DIR: this folder']
     lines += ["cfg = timm.data.resolve_data_config({}, model=model)",
-              "transform = timm.data.create_transform(**cfg)   # normalisation of the training data", "```", "",
-              "## Evaluate", "", "```sh",
-              f"hybrezoo eval {'hf-hub:' + repo if repo else 'DIR'} --data PATH   # PATH holds {spec.folder}/",
-              "```", "",
-              f"prints top-1 {float(m['top1']):.2f} and top-5 {float(m['top5']):.2f} on the `{split}` split "
-              f"when the weights and data are these.", ""]
+              "transform = timm.data.create_transform(**cfg)   # normalisation of the training data", "```", ""]
+    if release.evaluation:
+        ev = release.evaluation
+        lines += ["## Evaluate", "", "```sh", f"{eval_command(release, weights)}   # PATH holds {entry.dataset.folder}/",
+                  "```", "", f"prints top-1 {float(ev['top1']):.2f} and top-5 {float(ev['top5']):.2f} on the "
+                  f"`{ev['split']}` split.", ""]
 
     lines += ["## Reproduce", "", f"The zoo's recipe for this entry is `{entry.recipe}`:", "", "```sh",
               f"hybrezoo train {entry.recipe} --data PATH", "```", "",
               "This checkpoint was made with exactly:", "", "```sh", str(m.get("command", "?")), "```", "",
               f"at hybrezoo {m.get('hybrezoo_version', '?')}, commit `{m.get('git_commit') or 'unknown'}`, "
-              f"seed {m.get('seed', '?')}, then `hybrezoo export RUN_DIR --out DIR`"
-              + (f" and `hybrezoo push DIR --repo-id {repo}`." if repo else "."), "",
-              "<details><summary>Resolved recipe (recipe.yaml)</summary>", "", "```yaml",
+              f"seed {m.get('seed', '?')}, then "
+              + ("`hybrezoo publish RUN_DIR --data PATH`" if in_zoo else "`hybrezoo export RUN_DIR --out DIR`")
+              + (f" and `hybrezoo push DIR --repo-id {repo}`." if repo else "."), ""]
+    lines += _teacher(release)
+    lines += ["<details><summary>Resolved recipe (recipe.yaml)</summary>", "", "```yaml",
               release.recipe_yaml.rstrip("\n"), "```", "", "</details>", ""]
 
     stages = ", ".join(f"{s.get('name')} ({s.get('kind')}, {_plural(s.get('epochs'), 'epoch')})" for s in m.get("stages", []))
@@ -188,8 +242,11 @@ def render_card(release: Release) -> str:
     lines += ["## Files", "", "| file | content |", "|---|---|",
               f"| `model.safetensors` | weights, PIReLU masks included; {release.size_bytes:,} bytes, sha256 "
               f"`{release.sha256}` (checked on load) |",
-              "| `config.json` | timm's config: architecture, model arguments, pretrained config, label names |",
-              "| `metrics.json` | the run's measurements, source of this card's figures |",
+              "| `model.safetensors.sha256` | that digest, in `sha256sum -c` form |",
+              "| `config.json` | timm's config: architecture, model arguments, pretrained config, label names |"]
+    if release.evaluation:
+        lines.append("| `eval.json` | what `hybrezoo eval` printed for these weights, and where it ran |")
+    lines += ["| `metrics.json` | the training run's measurements |",
               "| `recipe.yaml` | the resolved recipe |",
               "| `log.jsonl` | one line per epoch: losses, accuracies, learning rate, throughput |", ""]
     lines += _citation(entry)
@@ -206,9 +263,8 @@ def render_entry_card(entry: ZooEntry, cost: dict[str, Any], has_recipe: bool = 
         lines += ["**No published weights yet.** `timm.create_model(\"" + entry.name + "\", pretrained=True)` says "
                   "so and names the recipe. To make them, train the recipe and publish the run:", "", "```sh",
                   f"hybrezoo train {entry.recipe} --data PATH        # PATH holds {spec.folder}/",
-                  f"hybrezoo export {run} --out hub/{entry.name}",
-                  f"hybrezoo push hub/{entry.name} --repo-id ORG/{entry.name}   # records it in hybrezoo/hub/manifest.json",
-                  "hybrezoo cards                                     # regenerates this card and the zoo table",
+                  f"hybrezoo publish {run} --data PATH   # weights/{entry.name}/, the manifest, this card, the zoo table",
+                  f"hybrezoo push weights/{entry.name} --repo-id ORG/{entry.name}   # the Hugging Face hub copy",
                   "```", ""]
     else:
         lines += [f"**No published weights and no recipe yet** (its recipe belongs at `{entry.recipe}`).", ""]

@@ -77,11 +77,7 @@ def catalog_rows(root: Path, progress: Optional[Callable[[str], None]] = None,
         if progress is not None:
             progress(entry.name)
         release = manifest.get(entry.name)
-        if release is not None and release.hf_hub_id is not None:
-            cost = release.cost
-        else:
-            release = None
-            cost = architecture_cost(entry.name)
+        cost = release.cost if release is not None else architecture_cost(entry.name)
         rows.append(CatalogRow(entry=entry, release=release, cost=cost,
                                has_recipe=(root / entry.recipe).is_file()))
     return rows
@@ -105,20 +101,21 @@ def zoo_table(rows: list[CatalogRow], cards_prefix: str, repo_prefix: str) -> st
                 "|---|---|--:|--:|--:|--:|--:|--:|---|---|"]
         for row in sorted(group, key=_order):
             e, c, r = row.entry, row.cost, row.release
-            top1 = f"{float(r.metrics['top1']):.2f}" if r else "-"
-            top5 = f"{float(r.metrics['top5']):.2f}" if r else "-"
+            top1 = f"{r.top1:.2f}" if r else "-"
+            top5 = f"{r.top5:.2f}" if r else "-"
             lan, wan = (format_seconds(c["networks"][n]["latency_s"]) for n in ("lan", "wan"))
             relus, latency = format_count(c["relus"]), f"{lan} / {wan}"
             if r is None and masks_come_from_training(e):
                 relus, latency = "-", "-"  # the architecture as built still has every ReLU of its base
-            weights = f"[hub]({hub_url(r.hf_hub_id)})" if r else "-"
+            weights = "-" if r is None else " ".join(
+                [f"[local]({repo_prefix}weights/{e.name}/)", *([f"[hub]({hub_url(r.hf_hub_id)})"] if r.hf_hub_id else [])])
             recipe = f"[yaml]({repo_prefix}{e.recipe})" if row.has_recipe else "-"
             out.append(f"| [{e.name}]({cards_prefix}{e.name}.md) | {METHOD_TITLES.get(e.method, e.method)} | {top1} | "
                        f"{top5} | {relus} | {format_count(c['macs'])} | {format_count(c['params'])} | "
                        f"{latency} | {weights} | {recipe} |")
         out.append("")
-    out += ["top-1/top-5: measured on the eval split (CIFAR-100 test, Tiny ImageNet val) by the run that made the "
-            "published weights; \"-\" where no weights are published. ReLUs, MACs and params per image from "
+    out += ["top-1/top-5: what `hybrezoo eval` printed for the published weights on the eval split (CIFAR-100 test, "
+            "Tiny ImageNet val; the command is on each card); \"-\" where no weights are published. ReLUs, MACs and params per image from "
             "`hybrezoo.pi_cost` (of the published weights, masks included, else of the architecture as built); "
             "PI latency: its offline + online estimate (Delphi, or Circa for stochastic ReLUs; server garbler, one "
             "thread) on the LAN and WAN presets, see docs/cost-model.md. SNL and SENet entries (and their Circa "
@@ -132,7 +129,7 @@ def render_catalog(root: Path, rows: Optional[list[CatalogRow]] = None) -> dict[
     rows = rows if rows is not None else catalog_rows(root)
     files: dict[Path, str] = {}
     for row in rows:
-        text = (render_card(row.release) if row.release else
+        text = (render_card(row.release, in_zoo=True) if row.release else
                 render_entry_card(row.entry, row.cost, row.has_recipe, masks_come_from_training(row.entry)))
         files[root / CARDS_DIR / f"{row.entry.name}.md"] = text
     published = sum(1 for r in rows if r.release)

@@ -1,11 +1,14 @@
 """The manifest: the one list of published checkpoints, shipped with the package.
 
-``hybrezoo/hub/manifest.json`` maps ``arch.tag`` to a :class:`Release`: where the weights live on the
-Hugging Face hub (repository and pinned commit), the sha256 of ``model.safetensors``, and everything
-the model card states (the run's ``metrics.json``, its resolved recipe and its ``pi_cost`` figures).
-The registry reads it at import, so a published entry gets its ``hf_hub_id`` (and ``measured_top1``)
-in timm's pretrained config; the loader checks downloaded weights against its sha256; the model
-cards and the README zoo table are rendered from it. ``hybrezoo push`` appends to it.
+``hybrezoo/hub/manifest.json`` maps ``arch.tag`` to a :class:`Release`: the sha256 of its
+``model.safetensors``, what ``hybrezoo eval`` printed for it, everything its model card states (the
+run's ``metrics.json``, its resolved recipe and its ``pi_cost`` figures) and, once pushed, where it
+lives on the Hugging Face hub (repository and pinned commit). The files themselves are in the
+repository, one folder per release in the hub's layout: ``weights/<arch.tag>/`` (:func:`local_folder`;
+beside the manifest file for any manifest other than the shipped one).
+The registry reads the manifest at import, so a published entry gets its weights in timm's pretrained
+config; the loader checks every copy (hub or local) against the sha256 here; the model cards and the
+README zoo table are rendered from it. ``hybrezoo publish`` and ``hybrezoo push`` write it.
 
 This module imports nothing from the rest of the package, because the registry imports it.
 ``HYBREZOO_MANIFEST=FILE`` uses another manifest (to try a release before committing it, or a mirror).
@@ -15,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -22,13 +26,16 @@ from typing import Any, Optional, Union
 from ..errors import HybrezooError
 
 __all__ = [
-    "FORMAT", "WEIGHTS_FILE", "ManifestError", "Release", "Manifest", "manifest_path", "load_manifest",
-    "published", "registry_fields", "record_release", "split_hub_ref",
+    "FORMAT", "WEIGHTS_FILE", "SHA256_FILE", "WEIGHTS_ROOT", "ManifestError", "Release", "Manifest", "manifest_path",
+    "load_manifest", "published", "registry_fields", "record_release", "split_hub_ref", "local_folder", "weights_root",
 ]
 
 FORMAT = 1
 WEIGHTS_FILE = "model.safetensors"
+SHA256_FILE = "model.safetensors.sha256"   # ``sha256sum`` format, beside the weights in every folder we write
 SHIPPED = Path(__file__).with_name("manifest.json")
+# Published weights in the repository: <checkout>/weights/<arch.tag>/ (absent from an installed wheel).
+WEIGHTS_ROOT = Path(__file__).resolve().parents[2] / "weights"
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -50,8 +57,18 @@ class Release:
     metrics: dict[str, Any]            # the run's metrics.json, unchanged
     recipe_yaml: str                   # the run's resolved recipe.yaml
     cost: dict[str, Any]               # hybrezoo.hub.costs.cost_summary() of the exported weights
+    evaluation: Optional[dict[str, Any]] = None  # what `hybrezoo eval` printed for these weights (eval.json)
     hf_hub_id: Optional[str] = None    # "org/name" once pushed
     revision: Optional[str] = None     # the hub commit that holds exactly these files
+
+    @property
+    def top1(self) -> float:
+        """The top-1 the card states: our eval of the published file, else the run's own last evaluation."""
+        return float((self.evaluation or self.metrics)["top1"])
+
+    @property
+    def top5(self) -> float:
+        return float((self.evaluation or self.metrics)["top5"])
 
     @property
     def hub_ref(self) -> Optional[str]:
@@ -69,19 +86,20 @@ class Release:
     def from_json(cls, name: str, data: Any, where: str = "manifest") -> "Release":
         if not isinstance(data, dict):
             raise ManifestError(f"{where}: entry {name!r} must be a JSON object")
-        known = {"sha256", "size_bytes", "metrics", "recipe_yaml", "cost", "hf_hub_id", "revision"}
+        known = {"sha256", "size_bytes", "metrics", "recipe_yaml", "cost", "evaluation", "hf_hub_id", "revision"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ManifestError(f"{where}: entry {name!r} has unknown keys {', '.join(unknown)}")
-        missing = sorted({"sha256", "size_bytes", "metrics", "recipe_yaml", "cost"} - set(data))
+        missing = sorted({"sha256", "size_bytes", "metrics", "recipe_yaml", "cost", "evaluation"} - set(data))
         if missing:
             raise ManifestError(f"{where}: entry {name!r} lacks {', '.join(missing)}")
         release = cls(name=name, **data)
-        release.validate(where)
+        release.validate(where, published=True)
         return release
 
-    def validate(self, where: str = "manifest") -> None:
-        """Reject entries that would publish something unverifiable or unloadable."""
+    def validate(self, where: str = "manifest", published: bool = False) -> None:
+        """Reject entries that would publish something unverifiable or unloadable; a ``published`` release
+        (one in the manifest) must also carry the evaluation its card states."""
         def bad(what: str) -> ManifestError:
             return ManifestError(f"{where}: entry {self.name!r}: {what}")
 
@@ -102,6 +120,21 @@ class Release:
                 raise bad(f"metrics.{key} must be a number")
         if not isinstance(self.recipe_yaml, str) or not isinstance(self.cost, dict):
             raise bad("recipe_yaml must be text and cost an object")
+        if self.evaluation is None:
+            if published:
+                raise bad("evaluation is missing: publish with `hybrezoo publish RUN_DIR --data PATH`, which "
+                          "evaluates the weights")
+            return
+        ev = self.evaluation
+        if not isinstance(ev, dict) or ev.get("model") != self.name:
+            raise bad("evaluation must be the eval.json of these weights, whose 'model' is the entry's name")
+        for key in ("top1", "top5"):
+            if not isinstance(ev.get(key), (int, float)):
+                raise bad(f"evaluation.{key} must be a number")
+        if not isinstance(ev.get("images"), int) or ev["images"] <= 0 or not isinstance(ev.get("split"), str):
+            raise bad("evaluation must name its split and a positive image count")
+        if ev.get("weights_sha256") != self.sha256:
+            raise bad("evaluation.weights_sha256 differs from sha256: the evaluation was made on other weights")
 
 
 @dataclass(frozen=True)
@@ -154,12 +187,41 @@ def published(name: str) -> Optional[Release]:
     return load_manifest().get(name)
 
 
+def weights_root(manifest: Optional[Union[str, os.PathLike]] = None) -> Path:
+    """Where the published folders of a manifest live: the checkout's ``weights/`` for the shipped
+    manifest, ``<folder of FILE>/weights/`` for any other (a mirror or a trial release is a folder
+    holding ``manifest.json`` and ``weights/``)."""
+    path = Path(manifest) if manifest is not None else manifest_path()
+    return WEIGHTS_ROOT if path.resolve() == SHIPPED.resolve() else path.parent / "weights"
+
+
+def local_folder(name: str, manifest: Optional[Union[str, os.PathLike]] = None) -> Path:
+    """The published folder of ``arch.tag`` (it may be absent: an installed wheel ships no weights)."""
+    return weights_root(manifest) / name
+
+
+_WARNED: set[str] = set()
+
+
 def registry_fields(name: str) -> dict[str, Any]:
-    """What the registry takes from the manifest for one entry (empty when nothing is published)."""
-    release = published(name)
-    if release is None or release.hf_hub_id is None:
+    """What the registry takes from the manifest for one entry (empty when nothing is published).
+
+    A broken manifest must not break every command (``hybrezoo list`` needs no weights): it is
+    reported once as a warning here, and again as the error of any load that needs it."""
+    try:
+        release = published(name)
+    except ManifestError as err:
+        if str(err) not in _WARNED:
+            _WARNED.add(str(err))
+            # one line (no source line: this is the user's file, not the package's code)
+            warnings.warn_explicit(f"{err}; no published weights are available until it is fixed", UserWarning,
+                                   filename="hybrezoo", lineno=0)
         return {}
-    return {"hf_hub_id": release.hub_ref, "measured_top1": float(release.metrics["top1"])}
+    if release is None:
+        return {}
+    local = local_folder(name) / WEIGHTS_FILE
+    return {"published": True, "hf_hub_id": release.hub_ref,
+            "weights_file": str(local) if local.is_file() else None, "measured_top1": release.top1}
 
 
 def split_hub_ref(ref: str) -> tuple[str, Optional[str]]:
@@ -170,9 +232,7 @@ def split_hub_ref(ref: str) -> tuple[str, Optional[str]]:
 
 def record_release(release: Release, path: Optional[Union[str, os.PathLike]] = None) -> Path:
     """Add or replace ``release`` in the manifest file, atomically; returns the file written."""
-    release.validate()
-    if release.hf_hub_id is None:
-        raise ManifestError(f"{release.name}: only pushed releases (with hf_hub_id) go into the manifest")
+    release.validate(published=True)
     path = Path(path) if path is not None else manifest_path()
     data: dict[str, Any] = {"format": FORMAT, "models": {}}
     if path.exists():

@@ -16,8 +16,10 @@ from typing import Any, Optional, Union
 
 from ..errors import HybrezooError
 from .card import hub_url, render_card
-from .export import HUB_FILES, read_release
-from .manifest import Release, record_release
+from .export import EVAL_FILE, HUB_FILES, read_release
+from .manifest import Release, published, record_release
+
+PUSHED_FILES = (*HUB_FILES, EVAL_FILE)
 
 __all__ = ["PushPlan", "plan_push", "push_folder"]
 
@@ -45,9 +47,14 @@ def plan_push(folder: Union[str, os.PathLike], repo_id: str) -> PushPlan:
                             "e.g. my-org/pi_resnet18.c100")
     folder = Path(folder)
     release = read_release(folder, repo_id=repo_id)
-    card = render_card(release)
+    if release.evaluation is None:
+        raise HybrezooError(f"{folder} has no {EVAL_FILE}, so its card has no accuracy measured on these weights: "
+                            f"publish the run first (`hybrezoo publish RUN_DIR --data PATH`) and push "
+                            f"weights/{release.name}, or export it with --data PATH")
+    known = published(release.name)
+    card = render_card(release, in_zoo=known is not None and known.sha256 == release.sha256)
     sizes = [(name, len(card.encode()) if name == "README.md" else (folder / name).stat().st_size)
-             for name in HUB_FILES]
+             for name in PUSHED_FILES]
     return PushPlan(folder=folder, repo_id=repo_id, release=release, card=card, files=tuple(sizes))
 
 
@@ -84,7 +91,7 @@ def push_folder(folder: Union[str, os.PathLike], repo_id: str, *, private: bool 
             from ..engine.checkpoint import atomic_write_text
 
             atomic_write_text(readme, plan.card)  # the card now names the repository it lives in
-        commit = api.upload_folder(folder_path=str(plan.folder), repo_id=repo_id, allow_patterns=list(HUB_FILES),
+        commit = api.upload_folder(folder_path=str(plan.folder), repo_id=repo_id, allow_patterns=list(PUSHED_FILES),
                                    commit_message=message or f"{plan.release.name}: weights, config and model card "
                                                              "(hybrezoo push)")
     except _network_errors() as err:

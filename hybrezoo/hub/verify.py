@@ -6,14 +6,18 @@ for weights (a zoo name, ``hf-hub:``, ``local-dir:``, ``pretrained_cfg_overlay=d
 
 - the file timm is about to read is located (for the hub: fetched into, or found in, the Hugging
   Face cache with ``hf_hub_download``, exactly as timm fetches it);
-- its sha256 is compared with the manifest's when the weights are the manifest's release, else, for
-  a hub download, with the name of the cache blob: huggingface_hub names an LFS file's blob after
+- its sha256 is compared with the manifest's when the weights are the manifest's release, else with
+  the ``model.safetensors.sha256`` file beside it (every run, export and published folder has one),
+  else, for a hub download, with the name of the cache blob: huggingface_hub names an LFS file's blob after
   its ETag, which for LFS files is the sha256 of the content (``huggingface_hub/file_download.py``:
   "An object's ETag is: its git-sha1 if stored in git, or its sha256 if stored in git-lfs", and its
   ``REGEX_SHA256`` cache check);
 - a safetensors file's header is parsed and must cover the file (``safetensors.safe_open``), which
   catches truncation even without a hash;
 - errors raised while timm reads or applies the state dict become one :class:`WeightsError` line.
+
+:func:`release_weights` picks the copy of a published entry: the hub (pinned commit) when it is
+reachable or cached, else the repository's ``weights/<name>/``; both are checked against the manifest.
 """
 from __future__ import annotations
 
@@ -22,20 +26,25 @@ import hashlib
 import os
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Union
 
 from ..errors import HybrezooError
-from .manifest import WEIGHTS_FILE, published, split_hub_ref
+from .manifest import WEIGHTS_FILE, local_folder, published, split_hub_ref
 
-__all__ = ["WeightsError", "sha256_file", "verify_weights_file", "hub_blob_sha256", "checked_pretrained_load",
-           "hub_offline", "verified_hub_file"]
+__all__ = ["WeightsError", "HubUnreachableError", "sha256_file", "write_sha256_file", "verify_weights_file",
+           "hub_blob_sha256", "checked_pretrained_load", "hub_offline", "verified_hub_file", "release_weights"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class WeightsError(HybrezooError, RuntimeError):
     """A weights file that is missing, truncated, corrupt, or made for another architecture."""
+
+
+class HubUnreachableError(WeightsError):
+    """The hub cannot be reached and the file is not in the Hugging Face cache."""
 
 
 def hub_offline() -> bool:
@@ -54,6 +63,28 @@ def sha256_file(path: Union[str, os.PathLike], chunk_bytes: int = 1 << 20) -> st
     return digest.hexdigest()
 
 
+def write_sha256_file(weights: Union[str, os.PathLike]) -> str:
+    """Write ``<weights>.sha256`` beside a weights file (``sha256sum -c`` reads it); returns the digest."""
+    weights = Path(weights)
+    digest = sha256_file(weights)
+    from ..engine.checkpoint import atomic_write_text  # lazy: the engine imports the registry, which imports us
+
+    atomic_write_text(weights.with_name(weights.name + ".sha256"), f"{digest}  {weights.name}\n")
+    return digest
+
+
+def _sidecar_sha256(path: Path) -> Optional[str]:
+    """The digest in ``<path>.sha256`` (``sha256sum`` format), None without one."""
+    sidecar = path.with_name(path.name + ".sha256")
+    if not sidecar.is_file():
+        return None
+    fields = sidecar.read_text(errors="replace").split()
+    if not fields or not _SHA256.match(fields[0].lower()) or (len(fields) > 1 and fields[1].lstrip("*") != path.name):
+        raise WeightsError(f"{sidecar} is not a sha256 line for {path.name} (`<64 hex digits>  {path.name}`): "
+                           f"restore it, or delete it to load {path.name} unchecked")
+    return fields[0].lower()
+
+
 def hub_blob_sha256(path: Union[str, os.PathLike]) -> Optional[str]:
     """The sha256 that a Hugging Face cache file must have: its blob's name, when that is an LFS sha256."""
     target = Path(os.path.realpath(path))
@@ -64,12 +95,16 @@ def hub_blob_sha256(path: Union[str, os.PathLike]) -> Optional[str]:
 
 def verify_weights_file(path: Union[str, os.PathLike], expected_sha256: Optional[str] = None, *,
                         what: str = "weights", expected_from: str = "", fix: str = "") -> None:
-    """Raise :class:`WeightsError` unless ``path`` exists, hashes to ``expected_sha256`` (when given)
-    and, for ``.safetensors``, has a complete header."""
+    """Raise :class:`WeightsError` unless ``path`` exists, hashes to ``expected_sha256`` (when given,
+    else to the digest of the ``.sha256`` file beside it, when there is one) and, for ``.safetensors``,
+    has a complete header."""
     path = Path(path)
     fix = fix or "export or download the file again"
     if not path.is_file():
         raise WeightsError(f"{what}: {path} not found: {fix}")
+    if expected_sha256 is None:
+        expected_sha256 = _sidecar_sha256(path)
+        expected_from = path.name + ".sha256" if expected_sha256 else expected_from
     if expected_sha256 is not None:
         actual = sha256_file(path)
         if actual != expected_sha256:
@@ -181,7 +216,7 @@ def _fetch(name: str, repo_id: str, revision: Optional[str], filename: str, labe
                                                                           revision=revision), str):
             return None
         offline = " (HF_HUB_OFFLINE is set)" if hub_offline() else ""
-        raise WeightsError(f"weights of {name}: {label}/{filename} is not in the Hugging Face cache "
+        raise HubUnreachableError(f"weights of {name}: {label}/{filename} is not in the Hugging Face cache "
                            f"({constants.HF_HUB_CACHE}) and the hub cannot be reached{offline}: load it once with "
                            f"network access, or fetch it with `hf download {repo_id}`") from None
     except EntryNotFoundError:
@@ -189,8 +224,38 @@ def _fetch(name: str, repo_id: str, revision: Optional[str], filename: str, labe
             return None
         raise WeightsError(f"weights of {name}: {label} has no file {filename}") from None
     except HfHubHTTPError as err:
-        raise WeightsError(f"weights of {name}: downloading {label} failed ({_first_line(err)}): check the network, "
+        raise HubUnreachableError(f"weights of {name}: downloading {label} failed ({_first_line(err)}): check the network, "
                            "or set HF_HUB_OFFLINE=1 to use the cache") from None
+
+
+def release_weights(name: str) -> str:
+    """The file of ``name``'s published weights, checked against the manifest's sha256: from the hub
+    (its pinned commit, downloaded or cached) when the release was pushed and the hub answers, else
+    the repository's own copy in ``weights/<name>/``."""
+    release = published(name)
+    if release is None:
+        raise WeightsError(f"{name} is not in the hybrezoo manifest: `hybrezoo list --pretrained` lists the "
+                           "published entries")
+    hub_error: Optional[WeightsError] = None
+    if release.hf_hub_id is not None:
+        try:
+            path = verified_hub_file(name, release.hub_ref)
+            if path is not None:
+                return path
+            hub_error = WeightsError(f"weights of {name}: {release.hub_ref} holds no {WEIGHTS_FILE}")
+        except WeightsError as err:
+            hub_error = err
+    local = local_folder(name) / WEIGHTS_FILE
+    if local.is_file():
+        verify_weights_file(local, release.sha256, what=f"weights of {name}", expected_from="the hybrezoo manifest",
+                            fix=f"restore {local.parent.name}/ from the repository (`git checkout -- weights/{name}`)")
+        if hub_error is not None and not isinstance(hub_error, HubUnreachableError):
+            warnings.warn(f"{hub_error}; loading the repository's copy {local} instead", stacklevel=3)
+        return str(local)
+    if hub_error is not None:
+        raise hub_error
+    raise WeightsError(f"weights of {name} are published in the hybrezoo repository (weights/{name}/), which this "
+                       f"installation does not hold: install hybrezoo from a clone (`pip install -e CHECKOUT`)")
 
 
 def _load_error(err: Exception, what: str, source: str) -> Optional[str]:

@@ -33,6 +33,8 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                                                   "(default: $HYBREZOO_DATA)")
     p.add_argument("--out", metavar="DIR", help="run folder (default: runs/reduce/<method>/<model>_<budget>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--restart", action="store_true",
+                   help="discard the run in --out (checkpoint, logs, weights, metrics) and start it over")
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="recipe overrides, e.g. stages.1.epochs=20 data.batch_size=256 runtime.max_steps=10")
@@ -71,6 +73,10 @@ def run_template(method: str, args: argparse.Namespace, budget_key: str, extra: 
     if init is None:
         raise HybrezooError(f"{method} starts from trained weights and {entry.name} has none published: train it "
                             f"with `hybrezoo train {entry.recipe} --data PATH` and pass --init RUN_DIR")
+    for flag, source in (("--init", args.init), ("--teacher-checkpoint", args.teacher_checkpoint)):
+        if source is not None and not str(source).startswith("hf-hub:") and not Path(source).expanduser().exists():
+            raise HybrezooError(f"{flag} {source} not found: give a run folder, a .safetensors or .pt file, or "
+                                "hf-hub:ORG/NAME")
     teacher, teacher_ckpt = args.teacher, args.teacher_checkpoint
     if teacher is None and teacher_ckpt is None and (Path(init) / "config.json").is_file():
         # the starting run folder itself, architecture arguments (model.kwargs) included
@@ -91,7 +97,8 @@ def run_template(method: str, args: argparse.Namespace, budget_key: str, extra: 
                           *(["--teacher", args.teacher] if args.teacher else []),
                           *(["--teacher-checkpoint", str(args.teacher_checkpoint)] if args.teacher_checkpoint else []),
                           *(["--data", str(args.data)] if args.data else []), "--out", str(out),
-                          *(["--resume"] if args.resume else []), *(["--device", args.device] if args.device else []),
+                          *(["--resume"] if args.resume else []), *(["--restart"] if args.restart else []),
+                          *(["--device", args.device] if args.device else []),
                           *args.overrides])
     return run_recipe_command(template, data=args.data, out=out, overrides=overrides, resume=args.resume,
-                              device=args.device, command=command)
+                              restart=args.restart, device=args.device, command=command)

@@ -10,7 +10,10 @@ network as the protocol's truncated, stochastic sign test.
 
 The faults depend on the layer's random share, so every layer gets its own seed, derived from the
 model seed with NumPy's ``SeedSequence``: two layers never repeat each other's fault pattern, and one
-model seed reproduces the whole network's faults.
+model seed reproduces the whole network's faults. Under a seed the faults are a function of the input
+(:class:`~hybrezoo.nn.StochasticReLU`): the same batch gets the same faults however often it is run, other
+batches other faults, so a score over a data set depends on the seed and the data only, and the spread
+over seeds is the spread of the faults.
 """
 from __future__ import annotations
 
@@ -60,7 +63,7 @@ class CircaSettings:
 
 def layer_seed(seed: int, index: int) -> int:
     """The seed of the ``index``-th stochastic layer of a model seeded with ``seed``."""
-    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint64)[0]) >> 1  # numpy 1.x: no uint64 >> int
 
 
 def stochastic_layers(model: nn.Module) -> Dict[str, StochasticReLU]:
@@ -68,11 +71,12 @@ def stochastic_layers(model: nn.Module) -> Dict[str, StochasticReLU]:
 
 
 def convert(model: nn.Module, k: int, f: int, variant: str = "pos_zero", seed: Optional[int] = 0,
-            ring_bits: int = 32, inplace: bool = False) -> nn.Module:
+            ring_bits: int = 32, inplace: bool = False, fresh_faults: bool = False) -> nn.Module:
     """Every kept ReLU of ``model`` becomes a Circa stochastic ReLU (``k`` truncated bits, ``f``
     fractional bits, ``ring_bits``-bit ring, ``variant``); PIReLU masks carry over.
 
-    ``seed``: faults reproducible from it (``None``: torch's global generator). ``inplace=False``
+    ``seed``: faults reproducible from it, the same for the same input (``None``: torch's global
+    generator); ``fresh_faults=True``: each call draws new faults instead (docs/circa.md). ``inplace=False``
     converts a copy. Layers already stochastic are converted again with the new settings. Culled
     layers (``nn.Identity``) stay free. Raises :class:`HybrezooError` for settings the protocol
     cannot run with and for a model without ReLU layers.
@@ -84,10 +88,13 @@ def convert(model: nn.Module, k: int, f: int, variant: str = "pos_zero", seed: O
     if not targets:
         raise HybrezooError(f"{type(model).__name__} has no ReLU module to convert (functional relu calls cannot "
                             "be replaced): build it from the zoo, whose networks use PIReLU layers")
+    anchor = next(iter(model.parameters()), None)
     for index, (name, old) in enumerate(targets):
         new = StochasticReLU(frac_bits=settings.f, truncated_bits=settings.k, ring_bits=settings.n,
                              variant=settings.variant, seed=None if seed is None else layer_seed(seed, index),
-                             reduction=getattr(old, "reduction", 0))
+                             reduction=getattr(old, "reduction", 0), fresh_faults=fresh_faults)
+        if anchor is not None:
+            new.to(anchor.device)  # where the model is (its generator too; a meta model gets one with .to())
         mask = getattr(old, "mask", None)
         if mask is not None:
             new.set_mask(mask.detach().clone())
@@ -152,7 +159,8 @@ def evaluate_under_faults(model: nn.Module, loader: Iterable, seeds: Sequence[in
     """Top-1/top-5 of a converted model on a loader's whole split, once per fault seed.
 
     ``env`` is the engine's :class:`~hybrezoo.engine.RunEnv` (device, autocast, DDP sums); the model
-    is reseeded before each pass and left seeded with the first seed afterwards.
+    is reseeded before each pass and left seeded with the first seed afterwards, so scoring it again on
+    the same batches gives the first seed's figures (its faults depend on the seed and the input only).
     """
     from ..engine.evaluate import evaluate
 

@@ -67,13 +67,17 @@ def _entry(arch: str, tag: str):
 default_cfgs = zoo_cfgs({f"{arch}.{tag}": _entry(arch, tag) for arch in CIRCA_BASES for tag in ("c100", "tin")})
 
 
-def _build(arch: str, pretrained: bool, kwargs: Dict[str, Any]) -> nn.Module:
+def _to_circa(model: nn.Module) -> nn.Module:
     from ..methods.circa import convert
 
-    create, args = _base_builder(CIRCA_BASES[arch])
-    model = create(arch, pretrained, **dict(args, **kwargs))
     return convert(model, k=SETTINGS["k"], f=SETTINGS["f"], variant=SETTINGS["variant"], ring_bits=SETTINGS["n"],
                    seed=0, inplace=True)
+
+
+def _build(arch: str, pretrained: bool, kwargs: Dict[str, Any]) -> nn.Module:
+    # Converted as soon as it is built, before timm loads weights or wraps it for features_only.
+    create, args = _base_builder(CIRCA_BASES[arch])
+    return create(arch, pretrained, finalize=_to_circa, **dict(args, **kwargs))
 
 
 for _arch, _base in CIRCA_BASES.items():

@@ -6,6 +6,7 @@ from typing import Any
 import timm
 from torch import nn
 
+from .._validate import run_folder_config
 from ..registry import entries, resolve_name
 
 __all__ = ["create_model"]
@@ -17,6 +18,8 @@ def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Modul
     """Build a zoo model (``arch.tag`` or a bare ``arch``), any timm model, or an ``hf-hub:`` /
     ``local-dir:`` checkpoint. Unknown names raise :class:`~hybrezoo.errors.UnknownModelError`
     naming the closest registered ones, where timm would only say "Unknown model"."""
+    if isinstance(name, str) and name.startswith("local-dir:"):
+        run_folder_config(name[len("local-dir:"):])  # not a run folder, unknown architecture: one line
     if isinstance(name, str) and (name.startswith(_SOURCES) or timm.is_model(name)):
         if "." in name and not name.startswith(_SOURCES) and name.split(".")[0] in {e.arch for e in entries()}:
             resolve_name(name)  # a zoo architecture with a tag it lacks (snl_r18_500k.c100): name those it has

@@ -18,9 +18,10 @@ Every nonlinearity is a :class:`~hybrezoo.nn.PIReLU`; removed ones are ``nn.Iden
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
+import torch.fx
 from timm.models import checkpoint_seq, register_model
 from torch import nn
 
@@ -30,6 +31,8 @@ from ._builder import build_zoo_model, check_image_batch
 from ._head import ClassifierHeadMixin
 
 __all__ = ["PIResNet", "BasicBlock", "RELU_MODES"]
+
+torch.fx.wrap("check_image_batch")  # its shape checks are a leaf call in torch.fx graphs
 
 RELU_MODES = ("all", "thin", "cull")
 
@@ -43,17 +46,19 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int, relu1: bool, relu2: bool, reduction: int) -> None:
+    def __init__(self, in_chs: int, out_chs: int, stride: int, relu1: bool, relu2: bool, reduction: int,
+                 device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_chs, out_chs, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_chs)
+        dd = dict(device=device, dtype=dtype)
+        self.conv1 = nn.Conv2d(in_chs, out_chs, 3, stride=stride, padding=1, bias=False, **dd)
+        self.bn1 = nn.BatchNorm2d(out_chs, **dd)
         self.act1 = _act(relu1, reduction)
-        self.conv2 = nn.Conv2d(out_chs, out_chs, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_chs)
+        self.conv2 = nn.Conv2d(out_chs, out_chs, 3, stride=1, padding=1, bias=False, **dd)
+        self.bn2 = nn.BatchNorm2d(out_chs, **dd)
         self.downsample: Optional[nn.Module] = None
         if stride != 1 or in_chs != out_chs:
             self.downsample = nn.Sequential(
-                nn.Conv2d(in_chs, out_chs, 1, stride=stride, bias=False), nn.BatchNorm2d(out_chs))
+                nn.Conv2d(in_chs, out_chs, 1, stride=stride, bias=False, **dd), nn.BatchNorm2d(out_chs, **dd))
         self.act2 = _act(relu2, reduction)
 
     def zero_init_last(self) -> None:
@@ -92,8 +97,11 @@ class PIResNet(ClassifierHeadMixin, nn.Module):
             global_pool: str = "avg",
             drop_rate: float = 0.0,
             zero_init_last: bool = True,
+            device: Optional[torch.device] = None,
+            dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
+        dd = dict(device=device, dtype=dtype)  # timm's factory arguments: build in place (e.g. on "meta")
         depths, stage_factors, stage_relus = tuple(depths), tuple(stage_factors), tuple(stage_relus)
         if len(depths) != 4 or any(int(d) < 1 for d in depths):
             raise ValueError(f"depths must be four stage depths >= 1, got {depths}")
@@ -120,8 +128,8 @@ class PIResNet(ClassifierHeadMixin, nn.Module):
         self.widths = widths
         self.grad_checkpointing = False
 
-        self.conv1 = nn.Conv2d(in_chans, widths[0], 3, stride=stem_stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.conv1 = nn.Conv2d(in_chans, widths[0], 3, stride=stem_stride, padding=1, bias=False, **dd)
+        self.bn1 = nn.BatchNorm2d(widths[0], **dd)
         self.act1 = _act(stem_relu, stem_stride)
         self.feature_info = [dict(num_chs=widths[0], reduction=stem_stride, module="act1")]
 
@@ -132,14 +140,14 @@ class PIResNet(ClassifierHeadMixin, nn.Module):
             relu1, relu2 = _block_relus(mode, thin_keep)
             blocks = []
             for j in range(int(depth)):
-                blocks.append(BasicBlock(in_chs, width, stride if j == 0 else 1, relu1, relu2, reduction))
+                blocks.append(BasicBlock(in_chs, width, stride if j == 0 else 1, relu1, relu2, reduction, **dd))
                 in_chs = width
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
             self.feature_info.append(dict(num_chs=width, reduction=reduction, module=f"layer{i + 1}"))
         self.reduction = reduction
 
         self.num_features = widths[-1]
-        self._init_head(num_classes, global_pool)
+        self._init_head(num_classes, global_pool, **dd)
         self._init_weights(zero_init_last)
 
     def _init_weights(self, zero_init_last: bool) -> None:
@@ -159,7 +167,7 @@ class PIResNet(ClassifierHeadMixin, nn.Module):
         return dict(stem=r"^conv1|bn1", blocks=r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, self.in_chans, self.reduction)
+        x = check_image_batch(x, self.in_chans, self.reduction)
         x = self.act1(self.bn1(self.conv1(x)))
         if self.grad_checkpointing and not torch.jit.is_scripting():
             x = checkpoint_seq([self.layer1, self.layer2, self.layer3, self.layer4], x, flatten=True)
@@ -172,8 +180,23 @@ class PIResNet(ClassifierHeadMixin, nn.Module):
 
 
 
-def _create_pi_resnet(variant: str, pretrained: bool = False, **kwargs) -> PIResNet:
-    return build_zoo_model(PIResNet, variant, pretrained, **kwargs)
+def with_finalize(model_cls: Callable[..., nn.Module],
+                  finalize: Optional[Callable[[nn.Module], nn.Module]]) -> Callable[..., nn.Module]:
+    """``model_cls``, or a constructor that applies ``finalize`` to each new model: timm then loads the
+    weights into, and builds feature extractors (``features_only``) from, the finished network (Circa's
+    conversion), not the one it was made from."""
+    if finalize is None:
+        return model_cls
+
+    def build(**kwargs: Any) -> nn.Module:
+        return finalize(model_cls(**kwargs))
+
+    return build
+
+
+def _create_pi_resnet(variant: str, pretrained: bool = False,
+                      finalize: Optional[Callable[[nn.Module], nn.Module]] = None, **kwargs) -> PIResNet:
+    return build_zoo_model(with_finalize(PIResNet, finalize), variant, pretrained, **kwargs)
 
 
 def _entry(stem_relu: bool = True, **kwargs):

@@ -10,9 +10,10 @@ defines that ReLU but never applies it (1,359,872).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
+import torch.fx
 from timm.models import checkpoint_seq, register_model
 from torch import nn
 
@@ -20,25 +21,30 @@ from ..nn import PIReLU
 from ..registry import zoo_cfgs, zoo_entry
 from ._builder import build_zoo_model, check_image_batch
 from ._head import ClassifierHeadMixin
+from .pi_resnet import with_finalize
 
 __all__ = ["PIWideResNet", "PreActBlock"]
+
+torch.fx.wrap("check_image_batch")  # its shape checks are a leaf call in torch.fx graphs
 
 
 class PreActBlock(nn.Module):
     """BN-ReLU-conv-BN-ReLU-(dropout)-conv, plus the identity or a 1x1 conv of the activated input."""
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int, in_reduction: int, drop_rate: float = 0.0) -> None:
+    def __init__(self, in_chs: int, out_chs: int, stride: int, in_reduction: int, drop_rate: float = 0.0,
+                 device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None) -> None:
         super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_chs)
+        dd = dict(device=device, dtype=dtype)
+        self.bn1 = nn.BatchNorm2d(in_chs, **dd)
         self.act1 = PIReLU(inplace=False, reduction=in_reduction)
-        self.conv1 = nn.Conv2d(in_chs, out_chs, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_chs)
+        self.conv1 = nn.Conv2d(in_chs, out_chs, 3, stride=stride, padding=1, bias=False, **dd)
+        self.bn2 = nn.BatchNorm2d(out_chs, **dd)
         self.act2 = PIReLU(inplace=True, reduction=in_reduction * stride)
         self.drop_rate = drop_rate
-        self.conv2 = nn.Conv2d(out_chs, out_chs, 3, stride=1, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(out_chs, out_chs, 3, stride=1, padding=1, bias=False, **dd)
         self.shortcut: Optional[nn.Module] = None
         if stride != 1 or in_chs != out_chs:
-            self.shortcut = nn.Conv2d(in_chs, out_chs, 1, stride=stride, bias=False)
+            self.shortcut = nn.Conv2d(in_chs, out_chs, 1, stride=stride, bias=False, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act1(self.bn1(x))
@@ -62,8 +68,11 @@ class PIWideResNet(ClassifierHeadMixin, nn.Module):
             global_pool: str = "avg",
             drop_rate: float = 0.0,
             block_drop_rate: float = 0.0,
+            device: Optional[torch.device] = None,
+            dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
+        dd = dict(device=device, dtype=dtype)  # timm's factory arguments: build in place (e.g. on "meta")
         if depth < 10 or (depth - 4) % 6 != 0:
             raise ValueError(f"WRN depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, ...), got {depth}")
         blocks_per_group = (depth - 4) // 6
@@ -73,7 +82,7 @@ class PIWideResNet(ClassifierHeadMixin, nn.Module):
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
 
-        self.conv1 = nn.Conv2d(in_chans, 16, 3, stride=1, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(in_chans, 16, 3, stride=1, padding=1, bias=False, **dd)
         self.feature_info = [dict(num_chs=16, reduction=1, module="conv1")]
         in_chs, reduction = 16, 1
         for i, width in enumerate(widths):
@@ -81,19 +90,19 @@ class PIWideResNet(ClassifierHeadMixin, nn.Module):
             blocks = []
             for j in range(blocks_per_group):
                 s = stride if j == 0 else 1
-                blocks.append(PreActBlock(in_chs, width, s, reduction, block_drop_rate))
+                blocks.append(PreActBlock(in_chs, width, s, reduction, block_drop_rate, **dd))
                 reduction *= s
                 in_chs = width
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
             if i < len(widths) - 1:
                 self.feature_info.append(dict(num_chs=width, reduction=reduction, module=f"layer{i + 1}"))
         self.reduction = reduction
-        self.bn_final = nn.BatchNorm2d(in_chs)
+        self.bn_final = nn.BatchNorm2d(in_chs, **dd)
         self.act_final: nn.Module = PIReLU(inplace=True, reduction=reduction) if final_relu else nn.Identity()
         self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module="act_final"))
 
         self.num_features = in_chs
-        self._init_head(num_classes, global_pool)
+        self._init_head(num_classes, global_pool, **dd)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -106,7 +115,7 @@ class PIWideResNet(ClassifierHeadMixin, nn.Module):
         return dict(stem=r"^conv1", blocks=r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, self.in_chans, self.reduction)
+        x = check_image_batch(x, self.in_chans, self.reduction)
         x = self.conv1(x)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             x = checkpoint_seq([self.layer1, self.layer2, self.layer3], x, flatten=True)
@@ -118,9 +127,11 @@ class PIWideResNet(ClassifierHeadMixin, nn.Module):
 
 
 
-def _create_pi_wide_resnet(variant: str, pretrained: bool = False, **kwargs) -> PIWideResNet:
+def _create_pi_wide_resnet(variant: str, pretrained: bool = False,
+                           finalize: Optional[Callable[[nn.Module], nn.Module]] = None, **kwargs) -> PIWideResNet:
     # Four feature levels (stem conv, three groups), not timm's default five.
-    return build_zoo_model(PIWideResNet, variant, pretrained, feature_cfg=dict(out_indices=(0, 1, 2, 3)), **kwargs)
+    return build_zoo_model(with_finalize(PIWideResNet, finalize), variant, pretrained,
+                           feature_cfg=dict(out_indices=(0, 1, 2, 3)), **kwargs)
 
 
 def _entry(final_relu: bool = True, **kwargs):

@@ -7,14 +7,47 @@ parameter: optimisers do not touch it, it is saved in the state dict and moves w
 
 A whole ReLU layer that a method removes (DeepReDuce culling) is an ``nn.Identity`` in the model,
 not a PIReLU with an all-zero mask, so a culled layer costs nothing, even in memory.
+
+The layer traces with ``torch.fx`` (timm's ``feature_cls="fx"``, torchvision's
+``create_feature_extractor``, quantisation and pruning tools): the mask-shape check, which branches on
+shapes, is a leaf function (:func:`check_mask_fits`, wrapped for ``torch.fx`` and registered with
+timm), and the rest is ``relu`` and ``where``.
 """
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
+import torch.fx
 import torch.nn.functional as F
+from timm.layers import register_notrace_function
 from torch import nn
 
-__all__ = ["PIReLU", "relu_layers", "kept_relus"]
+__all__ = ["PIReLU", "relu_layers", "kept_relus", "check_mask_fits"]
+
+
+def _mask_shape_error(x: torch.Tensor, mask: torch.Tensor, reduction: int) -> str:
+    expected = [int(s) for s in mask.shape]
+    got = [int(s) for s in x.shape[-3:]]
+    if reduction > 0 and expected[1] > 1:
+        size = f"{expected[1] * reduction}x{expected[2] * reduction}"
+        return (f"this model's ReLU masks were fitted to {size} inputs (feature map {expected}), "
+                f"but got a feature map {got}: resize the input to {size}")
+    return f"ReLU mask expects feature maps of shape {expected} (C, H, W), got {got}"
+
+
+@register_notrace_function
+def check_mask_fits(x: torch.Tensor, mask: torch.Tensor, reduction: int) -> torch.Tensor:
+    """``x`` unchanged if a ReLU mask of shape (C, H, W) or (C, 1, 1) fits its feature maps, else one
+    clear error naming the input size the mask was fitted to (``reduction``: the layer's stride).
+    A leaf under ``torch.fx`` (its test is on shapes), so it returns ``x`` to stay in the traced graph."""
+    if mask.shape[1] != 1 or mask.shape[2] != 1:
+        if x.shape[-3:] != mask.shape:
+            raise ValueError(_mask_shape_error(x, mask, reduction))
+    elif x.dim() < 3 or x.shape[-3] != mask.shape[0]:
+        raise ValueError(_mask_shape_error(x, mask, reduction))
+    return x
+
+
+torch.fx.wrap("check_mask_fits")  # a leaf for plain torch.fx too (timm's tracer also has the registration)
 
 
 class PIReLU(nn.Module):
@@ -64,27 +97,8 @@ class PIReLU(nn.Module):
         mask = self.mask
         if mask is None:
             return F.relu(x, inplace=self.inplace)
-        if mask.shape[1] != 1 or mask.shape[2] != 1:
-            if x.shape[-3:] != mask.shape:
-                raise ValueError(self._shape_error(x))
-        elif x.shape[-3] != mask.shape[0]:
-            raise ValueError(self._shape_error(x))
+        x = check_mask_fits(x, mask, self.reduction)
         return torch.where(mask, F.relu(x), x)
-
-    def _shape_error(self, x: torch.Tensor) -> str:
-        expected = [int(s) for s in self._mask_shape()]
-        got = [int(s) for s in x.shape[-3:]]
-        if self.reduction > 0 and expected[1] > 1:
-            size = f"{expected[1] * self.reduction}x{expected[2] * self.reduction}"
-            return (f"this model's ReLU masks were fitted to {size} inputs (feature map {expected}), "
-                    f"but got a feature map {got}: resize the input to {size}")
-        return f"ReLU mask expects feature maps of shape {expected} (C, H, W), got {got}"
-
-    def _mask_shape(self) -> List[int]:
-        mask = self.mask
-        if mask is None:
-            return []
-        return [int(s) for s in mask.shape]
 
     @torch.jit.ignore
     def kept_per_sample(self, feature_shape: Tuple[int, ...]) -> int:

@@ -24,11 +24,32 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
+import torch.fx
+from timm.layers import register_notrace_function
 from torch import nn
 
 from .relu import PIReLU
 
-__all__ = ["ReLUReuse", "apply_relu_reuse"]
+__all__ = ["ReLUReuse", "apply_relu_reuse", "check_reuse_channels"]
+
+
+def _channels_error(channels: int, factor: int) -> str:
+    return (f"a ReLU-reuse layer with factor {factor} needs a channel count divisible by it, got {channels} "
+            f"channels: choose widths that are multiples of {factor}")
+
+
+@register_notrace_function
+def check_reuse_channels(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """``x`` unchanged if its (C, H, W) feature maps split into groups of ``factor`` channels, else one
+    clear error. A leaf under ``torch.fx`` (its test is on shapes), returning ``x`` to stay in the graph."""
+    if x.dim() < 3:
+        raise ValueError(f"a ReLU-reuse layer needs (N, C, H, W) or (C, H, W) feature maps, got shape {list(x.shape)}")
+    if x.shape[-3] % factor != 0:
+        raise ValueError(_channels_error(int(x.shape[-3]), factor))
+    return x
+
+
+torch.fx.wrap("check_reuse_channels")  # a leaf for plain torch.fx too
 
 
 class ReLUReuse(PIReLU):
@@ -47,17 +68,11 @@ class ReLUReuse(PIReLU):
                              "(use a plain PIReLU for masked linearisation)")
         super().set_mask(None)
 
-    def _check_channels(self, channels: int) -> None:
-        if channels % self.factor:
-            raise ValueError(f"a ReLU-reuse layer with factor {self.factor} needs a channel count divisible by it, "
-                             f"got {channels} channels: choose widths that are multiples of {self.factor}")
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.factor == 1:
             return torch.relu(x)
-        channels = x.shape[-3]
-        self._check_channels(channels)
-        grouped = x.unflatten(-3, (channels // self.factor, self.factor))
+        x = check_reuse_channels(x, self.factor)
+        grouped = x.unflatten(-3, (-1, self.factor))
         rep = grouped[..., :1, :, :]                          # (.., G, 1, H, W): one representative per group
         correction = torch.relu(rep) - rep                    # the only nonlinear op: G * H * W ReLUs
         return (grouped + correction).flatten(-4, -3)
@@ -66,7 +81,8 @@ class ReLUReuse(PIReLU):
     def kept_per_sample(self, feature_shape: Tuple[int, ...]) -> int:
         """ReLUs evaluated for one sample of shape (C, H, W): one per group of ``factor`` channels."""
         c, h, w = (int(s) for s in feature_shape[-3:])
-        self._check_channels(c)
+        if c % self.factor:
+            raise ValueError(_channels_error(c, self.factor))
         return c // self.factor * h * w
 
     def extra_repr(self) -> str:

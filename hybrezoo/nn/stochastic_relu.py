@@ -23,14 +23,28 @@ The layer draws ``v`` and compares, which costs a few elementwise passes and scr
 :func:`truncated_sign_test` is the protocol's computation on full shares, and the tests check that
 the two agree bit for bit on the same shares. We simulate a power-of-two ring; Delphi and Circa
 share values in a prime field, whose wrap-around adjustment the circuit handles separately.
+
+**Which faults a call gets.** A seeded layer restarts its generator on every call from a key that
+mixes its seed with what identifies the input (its size, smallest and largest values and three probe
+elements, all read exactly): the same input gets the same faults, however often and in whatever order
+the model is called, while other inputs get other faults (each inference its own shares, as in the
+protocol). So a Circa model is a function of its input for a fixed seed: eager, TorchScript and FX
+graphs agree, gradient checkpointing recomputes the same faults, and a data set scores the same
+whatever ran before. Another seed gives other faults everywhere (accuracy over seeds, docs/circa.md).
+``fresh_faults=True`` asks for the protocol's stream instead: the generator advances from call to call
+(two calls on one input differ; the sequence repeats from :meth:`StochasticReLU.reseed`).
+``seed=None`` draws from torch's global generator, fresh on every call.
 """
-from typing import Optional
+import math
+from typing import List, Optional
 
 import torch
+from timm.layers import register_notrace_module
 
-from .relu import PIReLU
+from .relu import PIReLU, check_mask_fits
 
-__all__ = ["StochasticReLU", "VARIANTS", "fault_probability", "check_circa_params", "truncated_sign_test"]
+__all__ = ["StochasticReLU", "VARIANTS", "fault_probability", "check_circa_params", "truncated_sign_test",
+           "fault_key"]
 
 VARIANTS = ("pos_zero", "neg_pass")
 _MAX_RING_BITS = 62  # the simulation adds two n-bit shares in int64
@@ -78,45 +92,71 @@ def truncated_sign_test(fixed: torch.Tensor, share_a: torch.Tensor, ring_bits: i
     return total < 2 ** (n - k - 1)
 
 
+def fault_key(seed: int, probes: List[float], numel: int, frac_bits: int) -> int:
+    """The generator seed of one call of a seeded layer: ``seed`` mixed with the input's size and
+    probe values (in fixed point, floored), so that one input always gets the same faults and another
+    input other ones. Integer arithmetic below 2^63 that eager Python and TorchScript compute alike."""
+    scale = 2.0 ** frac_bits
+    parts = [seed, numel]
+    for value in probes:
+        fixed = value * scale
+        parts.append(math.floor(fixed) if abs(fixed) <= 1e18 else 0)  # NaN and inf probes key as 0
+    a = 1
+    b = 7
+    for v in parts:
+        for piece in [v & 2147483647, (v >> 31) & 2147483647, (v >> 62) & 3]:
+            a = (a * 1000003 + piece) % 2147483647
+            b = (b * 48271 + piece + 1) % 2147483647
+    return a * 2147483648 + b
+
+
+@register_notrace_module  # a leaf for torch.fx: data-dependent (its faults, the ring-overflow check)
 class StochasticReLU(PIReLU):
     """A PIReLU whose kept positions are evaluated with Circa's truncated sign test.
 
     Masked-off positions stay linear, as in :class:`PIReLU`. With a ``seed`` the layer owns a
-    generator, so its faults repeat from :meth:`reseed` on, independently of other random draws
-    (moving the layer to another device restarts it from the seed); ``seed=None`` draws from torch's
-    global generator.
+    generator and its faults are a function of the seed and the input (module docstring): the same
+    input, the same faults; ``fresh_faults=True`` lets them advance from call to call instead
+    (restart with :meth:`reseed`). ``seed=None`` draws from torch's global generator.
     """
 
     generator: Optional[torch.Generator]
+    call_generator: Optional[torch.Generator]
+    seed: Optional[int]
 
     def __init__(self, frac_bits: int = 12, truncated_bits: int = 10, ring_bits: int = 32,
-                 variant: str = "pos_zero", seed: Optional[int] = None, reduction: int = 0) -> None:
+                 variant: str = "pos_zero", seed: Optional[int] = None, reduction: int = 0,
+                 fresh_faults: bool = False) -> None:
         super().__init__(inplace=False, reduction=reduction)
         check_circa_params(ring_bits, frac_bits, truncated_bits, variant)
         self.frac_bits = frac_bits
         self.truncated_bits = truncated_bits
         self.ring_bits = ring_bits
         self.variant = variant
+        self.fresh_faults = bool(fresh_faults)
         self.seed = seed
-        self.generator = None
+        self.generator = None       # holds the seed (and, with fresh_faults, the stream of draws)
+        self.call_generator = None  # restarted on every call from the seed and the input
         # Tells which device the layer lives on (it has no parameters); not saved in the state dict.
         self.register_buffer("_anchor", torch.empty(0), persistent=False)
         self.reseed(seed)
 
     @torch.jit.ignore
     def reseed(self, seed: Optional[int]) -> None:
-        """Restart the fault sequence from ``seed`` (None: use the global generator)."""
+        """Faults from ``seed`` on (None: torch's global generator); with ``fresh_faults``, restart the stream."""
         self.seed = seed
-        if seed is None:
-            self.generator = None
+        if seed is None or self._anchor.is_meta:  # a meta layer draws nothing; its generator comes with .to()
+            self.generator = self.call_generator = None
             return
         if self.generator is None or self.generator.device != self._anchor.device:
             self.generator = torch.Generator(device=self._anchor.device)
-        self.generator.manual_seed(seed)  # the same object, so a scripted copy follows the reseed
+            self.call_generator = torch.Generator(device=self._anchor.device)
+        # The same objects, so a scripted copy follows the reseed (it reads the seed from the generator).
+        self.generator.manual_seed(seed)
 
     def _apply(self, fn, *args, **kwargs):
         module = super()._apply(fn, *args, **kwargs)
-        if self.generator is not None and self.generator.device != self._anchor.device:
+        if self.seed is not None and (self.generator is None or self.generator.device != self._anchor.device):
             self.reseed(self.seed)
         return module
 
@@ -126,26 +166,40 @@ class StochasticReLU(PIReLU):
         # float32 holds the fixed-point values and the k-bit draw exactly while they stay below 2^24;
         # beyond that only the sign matters, except for wide truncations, which need float64.
         work = x.detach().double() if k > 22 else x.detach().float()
-        low, high = torch.aminmax(work)
-        largest = max(-float(low), float(high))
+        if work.is_meta or work.numel() == 0:  # shapes only (meta-device passes) or nothing to test
+            return torch.ones(work.shape, dtype=torch.bool, device=work.device)
+        flat = work.reshape(-1)
+        low, high = torch.aminmax(flat)
+        # one transfer: the extremes (the overflow check) and three probes (the fault key)
+        probe = torch.stack([low, high, flat[0], flat[flat.numel() // 2], flat[-1]]).double().cpu()
+        probes = [float(probe[i]) for i in range(5)]
+        largest = max(-probes[0], probes[1])
         if largest * float(1 << f) >= float((1 << (n - 1)) - (1 << (k + 1))):
             raise ValueError(f"a value of magnitude {largest} overflows the {n}-bit ring with {f} "
                              f"fractional bits: raise ring_bits or lower frac_bits")
+        generator = self.generator
+        if generator is not None and not self.fresh_faults:
+            seed = generator.initial_seed()  # the layer's seed (set by reseed, shared with scripted copies)
+            generator = self.call_generator
+            if generator is not None:
+                generator.manual_seed(fault_key(seed, probes, flat.numel(), f))
         offset = (1 << k) if self.variant == "neg_pass" else 0
         threshold = torch.round(work * float(1 << f)).add_(float(offset + 1)).mul_(1.0 / float(1 << k))
-        draw = torch.rand(work.shape, generator=self.generator, dtype=work.dtype, device=work.device)
+        draw = torch.rand(work.shape, generator=generator, dtype=work.dtype, device=work.device)
         return draw < threshold
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kept_value = torch.where(self.sign_test(x), x, 0.0)
         mask = self.mask
+        if mask is not None:
+            x = check_mask_fits(x, mask, self.reduction)
+        kept_value = torch.where(self.sign_test(x), x, 0.0)
         if mask is None:
             return kept_value
-        if x.shape[-3:] != mask.shape and (mask.shape[1] != 1 or mask.shape[2] != 1):
-            raise ValueError(self._shape_error(x))
         return torch.where(mask, kept_value, x)
 
     def extra_repr(self) -> str:
         base = super().extra_repr()
         circa = f"f={self.frac_bits}, k={self.truncated_bits}, n={self.ring_bits}, variant={self.variant}"
+        if self.fresh_faults:
+            circa += ", fresh_faults=True"
         return f"{circa}, {base}" if base else circa
