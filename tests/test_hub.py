@@ -554,3 +554,20 @@ def test_a_published_masked_entry_is_counted_with_its_masks(run, tmp_path):
     metrics, evaluation = (json.loads((folder / f).read_text()) for f in ("metrics.json", "eval.json"))
     assert not row["relus_bound"] and row["relus"] == metrics["relus"] < 15_000
     assert row["top1"] == evaluation["top1"]
+
+
+def test_export_to_a_dangling_link_or_after_a_killed_export(run, tmp_path, capsys):
+    link = tmp_path / "out"
+    link.symlink_to(tmp_path / "nowhere")
+    assert main(["export", str(run), "--out", str(link)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"hybrezoo: error: --out {link} is a symbolic link to nothing: remove it or choose another folder"]
+    # the temporary folder of an export killed before its rename (its process is gone) is removed
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".hub.export-{dead.pid}-abc"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"partial")
+    out = export_run(run, tmp_path / "hub", real_data=False)
+    assert not stale.exists() and (out / "README.md").is_file()
+    assert not list(tmp_path.glob(".hub.export-*"))

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 SMALL = "deepreduce_r18_d2111_cull1_thin_ch05_rho05.c100"      # 20.7 M MACs
 OTHER = "deepreduce_r18_cull14_thin_ch05_rho05.c100"           # another small student
 BASE = str(REPO / f"training/deepreduce/{SMALL}.yaml")
-STEPS = 10                                                     # 200 fake images, batch 20
+STEPS = 5                                                      # 200 fake images, batch 40
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def cache(tmp_path_factory, monkeypatch):
 
 def recipe(folder: Path, name: str, **extra) -> Path:
     data = {"base": BASE, "distill": {"teacher": None}, "epochs": 2, "runtime": {"progress": False},
-            "data": {"batch_size": 20, "eval_batch_size": 50}}
+            "data": {"batch_size": 40, "eval_batch_size": 50}}
     for key, value in extra.items():
         data[key] = dict(data.get(key) or {}, **value) if isinstance(value, dict) else value
     path = folder / f"{name}.yaml"
@@ -106,8 +106,8 @@ def test_lockstep_students_stopped_mid_epoch_and_resumed_equal_their_solo_runs(r
     plan = plan_set([str(the_set)], runs_dir=runs, data=str(root))
     assert [[r.label for r in u.runs] for u in plan.units] == [["teacher"], ["s1", "s2"]]
     assert plan.runs[1].overrides == [f"distill.checkpoint={runs / 'teacher'}"]   # pointed at this set's folder
-    # the budget's clock counts optimizer steps: the teacher's 10, then 12 lockstep steps of 2 students
-    stop = StopRequest(deadline=STEPS + 2 * 12, clock=lambda: steps[0])
+    # the budget's clock counts optimizer steps: the teacher's 5, then 7 lockstep steps of 2 students
+    stop = StopRequest(deadline=STEPS + 2 * (STEPS + 2), clock=lambda: steps[0])
     first = run_set(plan, stop=stop, progress=False)
     assert first.exit_code == STOPPED_EXIT
     assert [r["state"] for r in first.rows] == ["done", "stopped", "stopped"]
@@ -123,7 +123,7 @@ def test_lockstep_students_stopped_mid_epoch_and_resumed_equal_their_solo_runs(r
     again = plan_set([str(the_set)], runs_dir=runs, data=str(root), resume=True)
     assert [[r.label for r in u.runs] for u in again.units] == [["s1", "s2"]]   # still one lockstep group
     assert run_set(again, progress=False).exit_code == 0
-    # one teacher forward per step for both students: 2 epochs x 10 steps, not 2 x 20
+    # one teacher forward per step for both students: 2 epochs x 5 steps, not 2 x 10
     assert forwards[0] == 2 * STEPS
     assert json.loads((runs / "s1" / "metrics.json").read_text())["lockstep_with"] == [str(runs / "s2")]
     assert plan_set([str(the_set)], runs_dir=runs, data=str(root)).units == []   # finished runs are skipped
@@ -139,7 +139,7 @@ def test_lockstep_students_stopped_mid_epoch_and_resumed_equal_their_solo_runs(r
 def test_a_budget_from_the_command_line_stops_and_resume_completes_exactly(root, tmp_path, counters, monkeypatch,
                                                                            capsys):
     steps, _ = counters
-    path = recipe(tmp_path, "alone", model={"kwargs": {"drop_rate": 0.3}}, data={"holdout": 40},
+    path = recipe(tmp_path, "alone", model={"kwargs": {"drop_rate": 0.3}}, data={"holdout": 40, "batch_size": 20},
                   select="best", schedule={"name": "cosine", "warmup_epochs": 1})  # 8 steps an epoch
     whole = run_recipe(path, data=str(root), out=tmp_path / "whole")
     steps[0] = 0
@@ -165,7 +165,7 @@ def test_sigterm_checkpoints_mid_epoch(root, tmp_path, counters):
 
     def step_then_signal(self, *args):
         real_step(self, *args)
-        if steps[0] == 4:
+        if steps[0] == 3:
             os.kill(os.getpid(), signal.SIGTERM)   # a cluster's wall-time limit, a spot instance's notice
     trainer_module._Member.step = step_then_signal
     try:
@@ -174,14 +174,14 @@ def test_sigterm_checkpoints_mid_epoch(root, tmp_path, counters):
     finally:
         trainer_module._Member.step = real_step
     assert outcome.exit_code == STOPPED_EXIT and outcome.rows[0]["state"] == "stopped"
-    assert read_torch_file(tmp_path / "runs" / "term" / "checkpoint.pt")["fit"]["batch"] == 4
-    assert "stopped (SIGTERM arrived) in epoch 1 after batch 4/10" in (tmp_path / "runs/term/train.log").read_text()
+    assert read_torch_file(tmp_path / "runs" / "term" / "checkpoint.pt")["fit"]["batch"] == 3
+    assert "stopped (SIGTERM arrived) in epoch 1 after batch 3/5" in (tmp_path / "runs/term/train.log").read_text()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_two_runs_share_the_device_in_two_processes(root, tmp_path, capsys):
-    a = recipe(tmp_path, "a", seed=1)
-    b = recipe(tmp_path, "b", seed=2, model={"name": OTHER})
+    a = recipe(tmp_path, "a", seed=1, epochs=1)
+    b = recipe(tmp_path, "b", seed=2, epochs=1, model={"name": OTHER})
     runs = tmp_path / "runs"
     summary = tmp_path / "summary.json"
     assert main(["train", str(a), str(b), "--data", str(root), "--runs", str(runs), "--jobs", "2",
@@ -239,8 +239,9 @@ def test_bad_sets_are_one_line_before_any_work(root, tmp_path, capsys):
         assert len(err) == 1 and err[0].startswith("hybrezoo: error: "), err
         return err[0]
 
-    assert "cannot read the time budget '9'" in one_line(["train", str(good), "--data", str(root), "--time-budget", "9"])
-    assert "cycle of teachers" in one_line(["train", str(x), str(y), "--data", str(root), "--runs", str(tmp_path / "q")])
+    data = ["--data", str(root)]
+    assert "cannot read the time budget '9'" in one_line(["train", str(good), *data, "--time-budget", "9"])
+    assert "cycle of teachers" in one_line(["train", str(x), str(y), *data, "--runs", str(tmp_path / "q")])
     assert "--out names one run folder" in one_line(["train", str(x), str(good), "--data", str(root), "--out", "o"])
     assert "--restart discards one run" in one_line(["train", str(x), str(good), "--data", str(root), "--restart"])
 
@@ -281,3 +282,22 @@ def test_parallel_jpeg_decoding_equals_the_serial_decoding(tmp_path, monkeypatch
     monkeypatch.setenv("HYBREZOO_DECODE_WORKERS", "many")
     with pytest.raises(HybrezooError, match="HYBREZOO_DECODE_WORKERS='many' is not a whole number"):
         decode_workers()
+
+
+def test_the_fused_optimizer_option_leaves_cpu_runs_unchanged():
+    from hybrezoo.engine.optim import create_optimizer
+    from hybrezoo.engine.recipe import DEFAULTS
+
+    results = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 3))
+        optimizer = create_optimizer(dict(DEFAULTS["optimizer"]), model, fused=fused)
+        assert not optimizer.defaults.get("fused")       # fused kernels are for parameters on a GPU only
+        for _ in range(3):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(torch.randn(4, 8)), torch.tensor([0, 1, 2, 0])).backward()
+            optimizer.step()
+        results.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+    assert DEFAULTS["runtime"]["fused_optimizer"] is False

@@ -26,6 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--two-process", action="store_true",
                    help="run the two parties as two processes over TCP on 127.0.0.1 (default: SPU's simulator)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic images (default 0)")
+    p.add_argument("--keep-logs", metavar="DIR", help="keep SPU's logs (and, with --two-process, each party's) in DIR; "
+                                                      "by default they go to a temporary folder removed after the run")
     p.add_argument("--force", action="store_true", help="run even when the estimated memory exceeds what is available")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -93,7 +95,7 @@ def run_measure(args: argparse.Namespace) -> int:
     images, labels = _images(args, model)
     result = measure(model, name=label, protocol=args.protocol, images=args.images if images is None else images,
                      labels=labels, two_process=args.two_process, weights=weights, check_memory=not args.force,
-                     progress=not args.no_progress and not args.json, seed=args.seed)
+                     progress=not args.no_progress and not args.json, seed=args.seed, keep_logs=args.keep_logs)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:

@@ -1,4 +1,5 @@
-"""``hybrezoo train RECIPE [RECIPE|SET ...] --data PATH [--out DIR] [key=value ...]`` and ``hybrezoo eval NAME --data PATH``.
+"""``hybrezoo train RECIPE [RECIPE|SET ...] --data PATH [--out DIR] [key=value ...]`` and
+``hybrezoo eval NAME --data PATH``.
 
 One recipe without set options is a plain run (:func:`hybrezoo.engine.run_recipe`); several recipes, a set
 file (``training/sets/*.yaml``) or any of ``--time-budget``, ``--jobs``, ``--runs``, ``--plan`` train a set
@@ -32,14 +33,15 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action="store_true", help="download CIFAR-100 into --data if it is not there")
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--time-budget", metavar="DURATION",
-                   help="stop training at this wall-clock time (90s, 9m, 1.5h) with a checkpoint of the step reached; "
-                        "continue with --resume")
+                   help="stop training after this much wall-clock time (90s, 9m, 1.5h) with a checkpoint of the step "
+                        "reached; continue with --resume")
     p.add_argument("--runs", metavar="DIR", help="root of a set's run folders: DIR/<method>/<name> (default: runs)")
     p.add_argument("--jobs", type=_positive_int, metavar="N",
                    help="train up to N independent units of a set at once, each in its own process (default 1)")
     p.add_argument("--no-lockstep", action="store_true",
                    help="train every run of a set on its own (default: students of one teacher in lockstep)")
-    p.add_argument("--plan", action="store_true", help="print the set's order, lockstep groups and states; train nothing")
+    p.add_argument("--plan", action="store_true",
+                   help="print the set's order, lockstep groups and states; train nothing")
     p.add_argument("--summary", metavar="FILE", help="write the set's summary table as JSON to FILE")
     p.add_argument("--no-progress", action="store_true", help="no progress view for a set")
 

@@ -3,8 +3,8 @@
 Unlike the Delphi model, whose constants come from Garimella et al.'s EPYC measurements, this model is
 fitted to private inferences we measured with ``hybrezoo.mpc`` on one machine class (2 shared CPU
 cores, both parties on the machine: SPU's simulator), so it predicts what ``hybrezoo measure`` will
-see here. Its terms follow what SPU's Cheetah does per op (``python -m hybrezoo.mpc.calibrate``
-prints SPU's per-op profile):
+see here. Its terms follow what SPU's Cheetah does per op (the per-op profile SPU writes to the log of
+every measured run):
 
 - **setup**: a fixed cost per inference (silent-OT and HE key setup of a fresh runtime);
 - **per ReLU**: the millionaires' comparison (``msb_a2b``, silent OT) and the bit-times-share product
@@ -29,6 +29,7 @@ from .networks import NetworkSpec
 from .result import LayerCost, PICost
 
 __all__ = ["CheetahFit", "FIT", "LOCAL", "estimate_cheetah", "local_seconds", "features", "peak_memory_bytes",
+           "estimated_messages",
            "FEATURES", "LOCAL_KEYS"]
 
 # The measured setting: both parties on one machine, no network between them.
@@ -117,7 +118,6 @@ def estimate_cheetah(counts: ModelCounts, model_name: str, *, network: NetworkSp
         "upload": network.upload_seconds(up),
         "download": network.download_seconds(down),
         "latency": messages * network.one_way_s,
-        "messages": messages,  # a count, not seconds: SPU's send actions of both parties
     }
     online_s = relu_s + linear_s + breakdown["upload"] + breakdown["download"] + breakdown["latency"]
     layers = _layer_rows(counts)
@@ -135,6 +135,11 @@ def estimate_cheetah(counts: ModelCounts, model_name: str, *, network: NetworkSp
         assumptions=_assumptions(counts, network, fit),
         warnings=_warnings(counts),
     )
+
+
+def estimated_messages(counts: ModelCounts, fit: CheetahFit = FIT) -> float:
+    """SPU's send actions of both parties for one inference (an upper bound on rounds)."""
+    return max(0.0, _dot(fit.messages, features(counts)))
 
 
 def local_seconds(cost: PICost) -> float:

@@ -96,11 +96,16 @@ def decode_workers(requested: int = 0) -> int:
         return os.cpu_count() or 1
 
 
+_POOL_MIN_FILES = 4096
+
+
 def decode_files(files: Sequence[Path], workers: int = 0, chunk: int = 0) -> np.ndarray:
     """``(len(files), 64, 64, 3)`` uint8: every file through :func:`_decode`, on ``workers`` processes.
 
     The result does not depend on the number of workers (chunks are consecutive and reassembled in order);
     a damaged file is one :class:`HybrezooError` naming it, whichever process met it."""
+    if workers == 0 and len(files) < _POOL_MIN_FILES:
+        workers = 1  # starting the pool costs more than decoding a few thousand 64x64 files
     workers = min(decode_workers(workers), max(1, len(files)))
     if workers == 1 or sys.platform != "linux" or "fork" not in multiprocessing.get_all_start_methods():
         return _decode_chunk([str(f) for f in files]) if files else np.empty((0, _SIZE, _SIZE, 3), np.uint8)

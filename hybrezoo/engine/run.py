@@ -45,7 +45,8 @@ from .stages import StageContext, check_stage_name, get_stage
 from .stop import StopRequest
 from .trainer import RunData, Trainer, resolve_select
 
-__all__ = ["run_recipe", "run_lockstep", "RunSpec", "lockstep_key", "checkpoint_position", "preflight", "default_out_dir",
+__all__ = ["run_recipe", "run_lockstep", "RunSpec", "lockstep_key", "checkpoint_position", "preflight",
+           "default_out_dir",
            "build_model", "build_data", "REPO_ROOT", "find_recipe"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -192,7 +193,8 @@ def run_lockstep(specs: Sequence[RunSpec], data: Optional[str] = None, download:
                                 "runtime or position, or a stage is not a plain train stage): train them one by one")
         dirs = [str(Path(s.run_dir).resolve()) for s in sessions]
         if len(set(dirs)) != len(dirs):
-            raise HybrezooError("two runs of one lockstep group write into the same run folder: give each its own --out")
+            raise HybrezooError("two runs of one lockstep group write into the same run folder: give each its own "
+                                "--out")
     main = os.environ.get("RANK", "0") == "0"
     with contextlib.ExitStack() as stack:
         for s in sessions:
@@ -392,7 +394,8 @@ class _Session:
         stage = rec.stages[index]
         kind = get_stage(stage["kind"])
         self.run_state["stage_index"] = index
-        self.run_state["stage_start_model"] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        self.run_state["stage_start_model"] = {k: v.detach().to("cpu", copy=True)
+                                               for k, v in model.state_dict().items()}
         self.run_state["stage_start_rng"] = capture_rng()
         ctx = StageContext(index=index, name=stage["name"], kind=kind.name, section=stage_section(rec, index),
                            model=model, data=self.data, trainer=self.trainer, env=self.env, recipe=rec,
@@ -400,7 +403,8 @@ class _Session:
         where = ""
         if resume_fit:
             batch = int(resume_fit.get("batch") or 0)
-            where = f" resumed at epoch {resume_fit['epoch'] + (1 if batch else 0)}" + (f", batch {batch}" if batch else "")
+            where = f" resumed at epoch {resume_fit['epoch'] + (1 if batch else 0)}" + \
+                (f", batch {batch}" if batch else "")
         self.log.info(f"stage {index + 1}/{len(rec.stages)} {ctx.name} ({kind.name}){where}")
         return ctx
 
@@ -436,7 +440,8 @@ class _Session:
             last_fit = next((s for s in reversed(stages_done) if "chosen" in s), None)
             metrics = {
                 "model": name, "dataset": data.spec.name, "eval_split": data.eval_split,
-                "top1": final["top1"], "top5": final["top5"], "eval_loss": final["loss"], "eval_images": final["images"],
+                "top1": final["top1"], "top5": final["top5"], "eval_loss": final["loss"],
+                "eval_images": final["images"],
                 **costs, "input_size": list(data.spec.input_size),
                 "epochs": len(self.history),
                 "train_images": len(data.train_arrays), "batch_size": int(rec["data"]["batch_size"]),

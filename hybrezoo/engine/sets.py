@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -366,8 +367,9 @@ def plan_set(items: Sequence[str], overrides: Sequence[str] = (), runs_dir: str 
             r.status = "resume"
             unfinished.append(r)
     if unfinished and not resume:
-        raise HybrezooError(f"{len(unfinished)} run(s) of this set are unfinished ({', '.join(r.label for r in unfinished)}): "
-                            "add --resume to continue them where they stopped")
+        names = ", ".join(r.label for r in unfinished)
+        raise HybrezooError(f"{len(unfinished)} run(s) of this set are unfinished ({names}): add --resume to continue "
+                            "them where they stopped")
     # 4. order: teachers before their students (stable), then units
     order = _topological(runs)
     units = _units([r for r in order if r.status != "done"], lockstep)
@@ -528,12 +530,13 @@ class _Progress:
             if self.tty:
                 bar = self.bars.get(r.index)
                 if bar is None:
-                    bar = self.bars[r.index] = tqdm(total=r.epochs, desc=r.label, position=pos, leave=True,
-                                                    dynamic_ncols=True, unit="ep", file=sys.stderr,
-                                                    bar_format="{desc} {bar} {n_fmt}/{total_fmt} ep {postfix}")
+                    width = max(len(x.label) for x in self.plan.runs)
+                    bar = self.bars[r.index] = tqdm(total=r.epochs, desc=r.label.ljust(width), position=pos,
+                                                    leave=True, dynamic_ncols=True, unit="ep", file=sys.stderr,
+                                                    bar_format="{desc} {bar:20} {n_fmt}/{total_fmt} epochs{postfix}")
                 bar.n = min(epochs_done, r.epochs)
-                bar.set_postfix_str(" ".join(x for x in (state, f"top-1 {top1:.2f}" if top1 is not None else "",
-                                                         f"left {left}" if left else "") if x), refresh=False)
+                bar.set_postfix_str(", ".join(x for x in (state, f"top-1 {top1:.2f}" if top1 is not None else "",
+                                                          f"{left} left" if left else "") if x), refresh=False)
                 bar.refresh()
             elif view != self.seen.get(r.index) and state not in ("waiting",):
                 self.seen[r.index] = view
@@ -693,8 +696,9 @@ def _run_workers(plan: SetPlan, device: Optional[str], jobs: int, stop: StopRequ
                 err_file.close()
                 if code == 0:
                     status.set(unit.runs, "done")
-                elif code == STOPPED_EXIT:
-                    status.set(unit.runs, "stopped", lines[-1] if lines else "")
+                elif code == STOPPED_EXIT or (forwarded and code in (-signal.SIGTERM, 128 + signal.SIGTERM)):
+                    # a worker still starting when SIGTERM came has nothing new to save: its folder is as it was
+                    status.set(unit.runs, "stopped", lines[-1] if lines else "SIGTERM")
                 else:
                     message = next((line.removeprefix("hybrezoo: error: ") for line in reversed(lines)
                                     if line.startswith("hybrezoo: error: ")), lines[-1] if lines else f"exit {code}")

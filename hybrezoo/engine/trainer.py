@@ -6,7 +6,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -366,8 +366,9 @@ def _train_epoch(active: Sequence[_Member], epoch: int, start: int, stream: str,
             if m.teacher is not None:
                 m.teacher.eval()
             partial = m.state["partial"] if start else None
-            m.sums = torch.zeros(len(m.names), dtype=torch.float64, device=env.device) if partial is None else \
-                partial["sums"].to(env.device, torch.float64).clone()
+            m.sums = torch.zeros(len(m.names), dtype=torch.float64, device=env.device)
+            if partial is not None and env.is_main:  # the saved sums are the whole world's: one process holds them
+                m.sums += partial["sums"].to(env.device, torch.float64)
             m.elapsed_before = float(partial["elapsed"]) if partial is not None else 0.0
     epochs = active[0].epochs
     group = f" (lockstep, {len(active)} runs)" if len(active) > 1 else ""
@@ -392,8 +393,8 @@ def _train_epoch(active: Sequence[_Member], epoch: int, start: int, stream: str,
                 seen = float(first.sums[2])
                 elapsed = time.perf_counter() - t0
                 rate = (done - start) * loader.batch_size / max(elapsed, 1e-9)
-                postfix = {"loss": f"{float(first.sums[0]) / seen:.3f}", "acc": f"{100 * float(first.sums[1]) / seen:.1f}"} \
-                    if len(active) == 1 else {}
+                postfix = {} if len(active) > 1 else {"loss": f"{float(first.sums[0]) / seen:.3f}",
+                                                      "acc": f"{100 * float(first.sums[1]) / seen:.1f}"}
                 bar.update(done - bar.n)
                 bar.set_postfix(**postfix, img_s=f"{rate:.0f}", lr=f"{first.optimizer.param_groups[0]['lr']:.3g}",
                                 left=_eta(elapsed, done - start, total - start, epochs - epoch - 1, total),
@@ -403,7 +404,8 @@ def _train_epoch(active: Sequence[_Member], epoch: int, start: int, stream: str,
             if _stop_now(lead.stop, env, done - start, log_every):
                 bar.close()
                 for m in active:
-                    m.state["partial"] = {"sums": m.sums.detach().cpu() if m.sums is not None else None,
+                    assert m.sums is not None
+                    m.state["partial"] = {"sums": env.all_reduce_sum(m.sums.detach().clone()).cpu(),
                                           "elapsed": m.elapsed_before + time.perf_counter() - t0}
                 _stopped(active, epoch, done, total, mid_epoch=True)
     bar.close()

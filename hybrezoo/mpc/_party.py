@@ -1,36 +1,39 @@
 """One party of a two-process SPU run, started by :mod:`hybrezoo.mpc.runner` as
-``python _party.py JOB.pkl``. It imports SPU and numpy only (not hybrezoo, not torch), connects to the
+``python _party.py JOB.json``. It imports SPU and numpy only (not hybrezoo, not torch), connects to the
 other party over 127.0.0.1, runs the executable once per input set in the job, and writes its output
-shares, wall times, traffic (SPU's own link statistics) and peak memory to ``JOB.out.pkl``.
+shares, wall times, traffic (SPU's own link statistics) and peak memory to the job's ``result_path``.
+Job and results are JSON with base64 for bytes (``_wire.py``): nothing read here can run code.
 """
 from __future__ import annotations
 
 import os
-import pickle
 import sys
 import time
-from typing import Any, Dict
 
 
 def main(job_path: str) -> int:
-    with open(job_path, "rb") as f:
-        job: Dict[str, Any] = pickle.load(f)
-    rank = int(job["rank"])
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import _spu_log  # noqa: E402  (sibling modules: the log parser, shared with the runner,
+    import _wire  # noqa: E402      and the job and result files)
+
+    try:
+        job = _wire.read_job(job_path)
+    except (OSError, _wire.WireError) as err:
+        raise SystemExit(f"party: cannot read the job {job_path}: {err}")
+    rank = job["rank"]
     for host in job["hosts"]:
         if not host.startswith("127.0.0.1:"):
             raise SystemExit(f"party {rank}: refusing host {host}: two-process runs use 127.0.0.1 only")
     import spu.libspu as libspu
     from spu import api as spu_api
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import _spu_log  # noqa: E402  (a sibling module: the log parser, shared with the runner)
-
     log_path = job["log_path"]
     _spu_log.setup(libspu, log_path)
     config = libspu.RuntimeConfig()
-    config.ParseFromString(job["config"])
+    config.ParseFromString(_wire.decode_bytes(job["config"], "config"))
     executable = libspu.Executable()
-    executable.ParseFromString(job["executable"])
+    executable.ParseFromString(_wire.decode_bytes(job["executable"], "executable"))
+    runs = _wire.job_runs(libspu, job)
     desc = libspu.link.Desc()
     for i, host in enumerate(job["hosts"]):
         desc.add_party(f"party_{i}", host)
@@ -39,7 +42,7 @@ def main(job_path: str) -> int:
     desc.connect_retry_interval_ms = 500
     lctx = libspu.link.create_brpc(desc, rank)
     results = []
-    for inputs in job["runs"]:
+    for inputs in runs:
         _spu_log.reset_peak_memory()
         offset = _spu_log.size(log_path)
         runtime = spu_api.Runtime(lctx, config)
@@ -54,9 +57,7 @@ def main(job_path: str) -> int:
         results.append(dict(wall_s=wall, cpu_s=cpu, outputs=outputs, link=stats, peak_rss=_spu_log.peak_memory_bytes()))
         del runtime
     lctx.stop_link()
-    with open(job_path + ".tmp", "wb") as f:
-        pickle.dump(results, f)
-    os.replace(job_path + ".tmp", job["result_path"])
+    _wire.write_results(job["result_path"], results)
     return 0
 
 

@@ -13,7 +13,7 @@ import re
 import resource
 from typing import Any, Dict, List, Optional
 
-__all__ = ["setup", "size", "read_link_details", "reset_peak_memory", "peak_memory_bytes", "LINK_RE"]
+__all__ = ["setup", "forget", "size", "read_link_details", "reset_peak_memory", "peak_memory_bytes", "LINK_RE"]
 
 LINK_RE = re.compile(r"Link details: total send bytes (\d+), recv bytes (\d+), send actions (\d+), "
                      r"recv actions (\d+)")
@@ -31,6 +31,13 @@ def setup(libspu: Any, path: str) -> None:
     options.log_level = libspu.logging.LogLevel.INFO
     libspu.logging.setup_logging(options)
     _configured = path
+
+
+def forget(path: str) -> None:
+    """``path`` was removed: the next :func:`setup` with it sets SPU's log up again."""
+    global _configured
+    if _configured == path:
+        _configured = None
 
 
 def size(path: str) -> int:

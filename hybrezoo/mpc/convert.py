@@ -371,7 +371,8 @@ def _build(gm: torch.fx.GraphModule, label: str) -> Tuple[List[Step], Params, st
         fn = node.target
         fname = getattr(fn, "__name__", str(fn))
         where = layer_of(node)
-        if node.op == "call_function" and fname in _CHECKS and str(getattr(fn, "__module__", "")).startswith("hybrezoo"):
+        ours = str(getattr(fn, "__module__", "")).startswith("hybrezoo")
+        if node.op == "call_function" and fname in _CHECKS and ours:
             alias[node.name] = src(node.args[0], where)
             continue
         if node.op == "call_function" and fn in (operator.add, operator.iadd, torch.add) \

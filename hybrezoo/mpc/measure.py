@@ -51,6 +51,7 @@ class Measurement:
     field: str
     per_image: List[Dict[str, Any]] = field(default_factory=list)
     top1_accuracy: Optional[Dict[str, float]] = None  # with labelled images: private and plaintext top-1
+    logs: Optional[str] = None         # the folder SPU's logs were kept in (keep_logs), else None: removed
 
     @property
     def time_error(self) -> Optional[float]:
@@ -99,6 +100,8 @@ class Measurement:
         if self.top1_accuracy:
             lines.append(f"top-1 on the labelled images: private {self.top1_accuracy['private']:.1f}%, plaintext "
                          f"{self.top1_accuracy['plaintext']:.1f}%")
+        if self.logs:
+            lines.append(f"SPU's logs kept in {self.logs}")
         if self.protocol == "semi2k":
             lines.append("pi_cost has no SEMI2K model (it needs a trusted dealer); the Cheetah estimate is shown for "
                          "reference")
@@ -122,20 +125,24 @@ def synthetic_images(n: int, input_size: List[int], seed: int = 0) -> np.ndarray
     return np.random.default_rng(seed).standard_normal((n, *input_size)).astype(np.float32)
 
 
-def _estimate(model: nn.Module, input_size: List[int]) -> Dict[str, Any]:
+def _estimate(model: nn.Module, input_size: List[int], counts: Any) -> Dict[str, Any]:
     from ..cost.api import pi_cost
-    from ..cost.cheetah import LOCAL, local_seconds
+    from ..cost.cheetah import LOCAL, estimated_messages, local_seconds
 
     cost = pi_cost(model, tuple(input_size), protocol="cheetah", network=LOCAL, warn=False)
     return dict(local_s=local_seconds(cost), upload_bytes=cost.online_upload_bytes + cost.offline_upload_bytes,
                 download_bytes=cost.online_download_bytes + cost.offline_download_bytes,
-                messages=cost.breakdown.get("messages"), relus=cost.relus, macs=cost.macs)
+                messages=estimated_messages(counts), relus=cost.relus, macs=cost.macs)
 
 
 def measure(model: nn.Module, *, name: Optional[str] = None, protocol: str = "cheetah", images: Any = 1,
             labels: Optional[np.ndarray] = None, two_process: bool = False, weights: str = "given weights",
-            check_memory: bool = True, progress: bool = False, seed: int = 0, field: str = "FM64") -> Measurement:
+            check_memory: bool = True, progress: bool = False, seed: int = 0, field: str = "FM64",
+            keep_logs: Optional[str] = None) -> Measurement:
     """Run ``images`` (a count: seeded synthetic images; or an (N, C, H, W) array) privately.
+
+    SPU's logs go to a temporary folder removed when the run ends, succeeded or not; ``keep_logs``
+    names a folder to keep them in instead (a failed run's error then says where they are).
 
     Refuses, in one line each: an unknown protocol, a Circa model, an op the converter does not know,
     a missing SPU, and a network whose estimated peak memory exceeds the memory available now
@@ -167,16 +174,18 @@ def measure(model: nn.Module, *, name: Optional[str] = None, protocol: str = "ch
             f"{label} needs about {memory / 2**30:.1f} GiB under {protocol} (estimated from its largest layers, "
             f"+{MEMORY_MARGIN - 1:.0%} margin), and this machine has {available / 2**30:.1f} GiB available: "
             f"measure a smaller network (smaller layers, smaller input) or pass --force to try anyway")
-    estimate = _estimate(model, size)
-    program = SPUProgram(converted, protocol, field=field)
-    reference = converted.reference(batch)
-    bar = _Progress(len(batch), estimate["local_s"] if protocol == "cheetah" else None, label) if progress else None
+    estimate = _estimate(model, size, counts)
+    program = SPUProgram(converted, protocol, field=field, log_dir=keep_logs)
+    bar = None
     try:
+        reference = converted.reference(batch)
+        bar = _Progress(len(batch), estimate["local_s"] if protocol == "cheetah" else None, label) if progress else None
         runs = run_images(program, batch, two_process=two_process,
                           on_image=(lambda i, r: bar.done_one()) if bar else None)
     finally:
         if bar:
             bar.close()
+        program.close()
     private = np.concatenate([r.output.reshape(1, -1) for r in runs])
     agree = float(np.mean(private.argmax(1) == reference.argmax(1)))
     accuracy = None
@@ -198,7 +207,8 @@ def measure(model: nn.Module, *, name: Optional[str] = None, protocol: str = "ch
         top1_agreement=agree, max_abs_error=float(np.abs(private - reference).max()),
         compile_s=program.compile_s, estimate=estimate, memory_estimate_bytes=memory, weights=weights,
         machine=machine_description(), versions={"spu": str(spu.__version__), "jax": str(jax.__version__)},
-        field=field, per_image=[r.to_dict() for r in runs], top1_accuracy=accuracy)
+        field=field, per_image=[r.to_dict() for r in runs], top1_accuracy=accuracy,
+        logs=program.log_dir if program.keep_logs else None)
 
 
 class _Progress:

@@ -18,25 +18,31 @@ Two ways to run, both SPU's own:
 Every image is one complete private inference: a fresh SPU runtime (so setup, keys and OT extension
 are paid per image, as ``pi_cost``'s latency assumes), timed around ``Runtime.run``. Traffic and
 message counts are SPU's link statistics (``_spu_log``); peak memory is the kernel's ``VmHWM``.
+
+SPU's log (and, with two processes, each party's log and the job and result files, JSON: ``_wire``) go
+to a temporary folder that :meth:`SPUProgram.close` removes, whether the run succeeded or not, unless the
+caller names a folder (``log_dir``, ``hybrezoo measure --keep-logs DIR``): then the logs stay there and a
+failed run's error names them. Job and result files hold secret shares and are removed either way.
 """
 from __future__ import annotations
 
 import os
-import pickle
 import platform
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import HybrezooError
-from . import _spu_log
+from . import _spu_log, _wire
 from .convert import ConvertedModel, MissingExtraError
 
 __all__ = ["PROTOCOLS", "ImageRun", "SPUProgram", "require_spu", "machine_description", "free_ports"]
@@ -111,16 +117,19 @@ class SPUProgram:
     """A converted model compiled by SPU for one protocol, with the server's weights secret-shared.
 
     ``run(image)`` runs one private inference in SPU's simulator; ``run_two_process(images)`` runs them
-    in two processes over 127.0.0.1.
+    in two processes over 127.0.0.1. SPU's logs go to ``log_dir`` (created if needed, and kept) or, by
+    default, to a temporary folder that ``close()`` (or leaving a ``with`` block, or the program being
+    collected) removes.
     """
 
     def __init__(self, converted: ConvertedModel, protocol: str = "cheetah", field: str = "FM64",
                  fxp_fraction_bits: int = 0, log_dir: Optional[str] = None) -> None:
+        self.keep_logs = log_dir is not None
+        self.log_dir = ""
+        self._cleanup = None
         if protocol not in PROTOCOLS:
             raise HybrezooError(f"unknown protocol {protocol!r} for a measured run: use one of {', '.join(PROTOCOLS)}")
         libspu, spu_api, frontend = require_spu()
-        import jax
-
         self.libspu, self.spu_api = libspu, spu_api
         self.converted = converted
         self.protocol = protocol
@@ -131,8 +140,25 @@ class SPUProgram:
         self.config = libspu.RuntimeConfig(protocol=kind, field=fields[field], fxp_fraction_bits=int(fxp_fraction_bits))
         self.config.enable_pphlo_profile = True  # makes SPU log its link statistics after each run
         self.field = field
-        self.log_dir = log_dir or tempfile.mkdtemp(prefix="hybrezoo-spu-")
+        if log_dir is not None:
+            try:
+                os.makedirs(log_dir, exist_ok=True)
+            except OSError as err:
+                raise HybrezooError(f"cannot create the log folder {log_dir}: {err.strerror or err}") from None
+            self.log_dir = os.path.abspath(log_dir)
+        else:
+            self.log_dir = tempfile.mkdtemp(prefix="hybrezoo-spu-")
+            self._cleanup = weakref.finalize(self, _remove_folder, self.log_dir)
         self.log_path = os.path.join(self.log_dir, "spu.log")
+        try:
+            self._setup(libspu, spu_api, frontend, converted)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, libspu: Any, spu_api: Any, frontend: Any, converted: ConvertedModel) -> None:
+        import jax
+
         _spu_log.setup(libspu, self.log_path)
 
         leaves, _ = jax.tree_util.tree_flatten(converted.params)
@@ -148,6 +174,24 @@ class SPUProgram:
         self.io = spu_api.Io(2, self.config)
         # The server's weights, secret-shared once (owner: the server).
         self.weight_shares = [self.io.make_shares(np.asarray(leaf, np.float32), secret, SERVER) for leaf in leaves]
+
+    def close(self) -> None:
+        """Remove the temporary log folder (not a ``log_dir`` the caller named); idempotent."""
+        if self._cleanup is not None and self._cleanup.alive:
+            self._cleanup()
+            _spu_log.forget(self.log_path)
+
+    def __enter__(self) -> "SPUProgram":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def where_logs(self, path: Optional[str] = None) -> str:
+        """The end of an error message: where the log is kept, or how to keep it."""
+        if self.keep_logs:
+            return f"SPU's log: {path or self.log_path}"
+        return "SPU's log is removed with the run: rerun with --keep-logs DIR (measure(keep_logs=DIR)) to keep it"
 
     def _inputs(self, image: np.ndarray) -> List[Dict[str, Any]]:
         image = np.asarray(image, np.float32).reshape((1, *self.converted.input_size))
@@ -197,58 +241,67 @@ class SPUProgram:
             t.join()
         cpu = time.process_time() - cpu_start
         if errors:
-            raise errors[0]
+            err = errors[0]
+            if not isinstance(err, Exception):
+                raise err
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise HybrezooError(f"SPU's simulator failed ({type(err).__name__}: {first}); "
+                                f"{self.where_logs()}") from err
         peak = _spu_log.peak_memory_bytes()
         link = _spu_log.read_link_details(self.log_path, offset)
         if not link:
-            raise HybrezooError(f"SPU wrote no link statistics to {self.log_path}: cannot measure traffic")
+            raise HybrezooError(f"SPU wrote no link statistics: cannot measure traffic; {self.where_logs()}")
         stats = link[-1]
         logits = self.io.reconstruct([outputs[SERVER][0], outputs[CLIENT][0]])
-        return ImageRun(wall_s=max(walls), cpu_s=cpu, upload_bytes=stats["recv_bytes"], download_bytes=stats["sent_bytes"],
+        return ImageRun(wall_s=max(walls), cpu_s=cpu, upload_bytes=stats["recv_bytes"],
+                        download_bytes=stats["sent_bytes"],
                         messages=stats["sent_messages"] + stats["recv_messages"], peak_memory_bytes=peak,
                         party_peak_memory_bytes=(peak,), output=np.asarray(logits, np.float32))
 
     def run_two_process(self, images: Sequence[np.ndarray], timeout_s: Optional[float] = None) -> List[ImageRun]:
-        """Each image a private inference between two processes over 127.0.0.1 (SPU's brpc link)."""
+        """Each image a private inference between two processes over 127.0.0.1 (SPU's brpc link).
+
+        The job and result files (JSON, ``_wire``: they hold secret shares) are removed when the run
+        ends; the party logs with them, unless the logs are kept (``log_dir``)."""
         ports = free_ports(2)
         hosts = [f"127.0.0.1:{p}" for p in ports]
         runs = [self._inputs(image) for image in images]
         work = tempfile.mkdtemp(prefix="hybrezoo-2pc-", dir=self.log_dir)
-        procs, jobs = [], []
+        procs: List[subprocess.Popen] = []
+        files: List[str] = []
         party_script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_party.py")
-        for rank in (SERVER, CLIENT):
-            job = dict(rank=rank, hosts=hosts, config=self.config.SerializeToString(),
-                       executable=self.executable.SerializeToString(),
-                       runs=[inputs[rank] for inputs in runs],
-                       log_path=os.path.join(work, f"party{rank}.log"),
-                       result_path=os.path.join(work, f"party{rank}.out.pkl"))
-            path = os.path.join(work, f"party{rank}.job.pkl")
-            with open(path, "wb") as f:
-                pickle.dump(job, f)
-            jobs.append(job)
-            procs.append(subprocess.Popen([sys.executable, party_script, path], stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, text=True))
-        outputs = []
         try:
+            job_paths = []
+            for rank in (SERVER, CLIENT):
+                path = os.path.join(work, f"party{rank}.job.json")
+                result_path = os.path.join(work, f"party{rank}.out.json")
+                files += [path, path + ".tmp", result_path, result_path + ".tmp"]
+                _wire.write_job(path, rank=rank, hosts=hosts, config=self.config.SerializeToString(),
+                                executable=self.executable.SerializeToString(),
+                                runs=[inputs[rank] for inputs in runs],
+                                log_path=os.path.join(work, f"party{rank}.log"), result_path=result_path)
+                job_paths.append(path)
+            for path in job_paths:
+                procs.append(subprocess.Popen([sys.executable, party_script, path], stdout=subprocess.PIPE,
+                                              stderr=subprocess.STDOUT, text=True))
+            results = self._wait_for_parties(procs, work, timeout_s)
+        finally:
             for proc in procs:
-                out, _ = proc.communicate(timeout=timeout_s)
-                outputs.append(out)
-        except subprocess.TimeoutExpired:
-            for proc in procs:
-                proc.kill()
-            raise HybrezooError(f"the two-process run did not finish within {timeout_s:.0f} s")
-        for rank, proc in enumerate(procs):
-            if proc.returncode != 0:
-                tail = (outputs[rank] or "").strip().splitlines()[-1:] or ["no output"]
-                raise HybrezooError(f"party {rank} of the two-process run failed (exit {proc.returncode}): {tail[0]}")
-        results = []
-        for job in jobs:
-            with open(job["result_path"], "rb") as f:
-                results.append(pickle.load(f))
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            if self.keep_logs:
+                for path in files:
+                    try:
+                        os.remove(path)
+                    except OSError:
+                        pass
+            else:
+                _remove_folder(work)
         image_runs = []
         for server, client in zip(*results):
             if not server["link"] or not client["link"]:
-                raise HybrezooError(f"SPU wrote no link statistics in {work}: cannot measure traffic")
+                raise HybrezooError(f"SPU wrote no link statistics: cannot measure traffic; {self.where_logs(work)}")
             s, c = server["link"][-1], client["link"][-1]
             logits = self.io.reconstruct([server["outputs"][0], client["outputs"][0]])
             peaks = (int(server["peak_rss"]), int(client["peak_rss"]))
@@ -258,6 +311,43 @@ class SPUProgram:
                 download_bytes=s["sent_bytes"], messages=s["sent_messages"] + c["sent_messages"],
                 peak_memory_bytes=max(peaks), party_peak_memory_bytes=peaks, output=np.asarray(logits, np.float32)))
         return image_runs
+
+    def _wait_for_parties(self, procs: List[subprocess.Popen], work: str,
+                          timeout_s: Optional[float]) -> List[List[Dict[str, Any]]]:
+        """Both parties' results, or one line naming the failed party (and where its log is kept). A party
+        that fails ends the wait at once (the caller kills the other, which would wait for it)."""
+        outputs: List[Optional[str]] = [None] * len(procs)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while any(out is None for out in outputs):
+            for rank, proc in enumerate(procs):
+                if outputs[rank] is None:
+                    try:
+                        outputs[rank], _ = proc.communicate(timeout=0.2)
+                    except subprocess.TimeoutExpired:
+                        pass
+            if any(proc.returncode not in (None, 0) for proc in procs):
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                raise HybrezooError(f"the two-process run did not finish within {timeout_s:.0f} s; "
+                                    f"{self.where_logs(work)}")
+        for rank, proc in enumerate(procs):
+            if proc.returncode not in (None, 0):
+                tail = (outputs[rank] or "").strip().splitlines()[-1:] or ["no output"]
+                raise HybrezooError(f"party {rank} of the two-process run failed (exit {proc.returncode}): {tail[0]}; "
+                                    f"{self.where_logs(os.path.join(work, f'party{rank}.log'))}")
+        results = []
+        for rank in (SERVER, CLIENT):
+            path = os.path.join(work, f"party{rank}.out.json")
+            try:
+                results.append(_wire.read_results(self.libspu, path))
+            except (OSError, _wire.WireError) as err:
+                raise HybrezooError(f"party {rank} left no readable result ({err}); "
+                                    f"{self.where_logs(work)}") from None
+        return results
+
+
+def _remove_folder(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def run_images(program: SPUProgram, images: np.ndarray, two_process: bool = False,
