@@ -72,3 +72,25 @@ def tiny_imagenet_root(tmp_path_factory):
             with tarfile.open(archive) as tar:
                 tar.extractall(root, filter="data")
     return root
+
+
+def lay_out_hf_cache(cache, repo_id: str, folder, revision: str):
+    """``<cache>/models--org--name/{blobs,refs/main,snapshots/<rev>}`` as huggingface_hub writes it: LFS
+    files (weights) stored under their sha256, git files under their git blob sha1, snapshot symlinks.
+    Returns the repository folder."""
+    import hashlib
+    from pathlib import Path
+
+    repo = Path(cache) / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / revision
+    for d in (repo / "blobs", repo / "refs", snapshot):
+        d.mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    for path in Path(folder).iterdir():
+        data = path.read_bytes()
+        blob = (hashlib.sha256(data).hexdigest() if path.suffix == ".safetensors"
+                else hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest())
+        (repo / "blobs" / blob).write_bytes(data)
+        (snapshot / path.name).unlink(missing_ok=True)
+        os.symlink(f"../../blobs/{blob}", snapshot / path.name)
+    return repo

@@ -31,6 +31,8 @@ from hybrezoo.hub.manifest import load_manifest
 from hybrezoo.hub.push import plan_push, push_folder
 from hybrezoo.nn import relu_layers
 
+from conftest import lay_out_hf_cache
+
 REPO = Path(__file__).resolve().parents[1]
 SMALL = "snl_r18_15k.c100"  # a masked entry: its weights must bring masks within its 15,000-ReLU budget
 ARCH = SMALL.split(".")[0]
@@ -90,28 +92,10 @@ def hub(run, tmp_path_factory):
     return export_run(run, tmp_path_factory.mktemp("export") / "hub", data=run.parent / "data", real_data=False)
 
 
-def lay_out_hf_cache(cache: Path, repo_id: str, folder: Path, revision: str = REVISION) -> Path:
-    """``<cache>/models--org--name/{blobs,refs/main,snapshots/<rev>}`` as huggingface_hub writes it: LFS
-    files (weights) stored under their sha256, git files under their git blob sha1, snapshot symlinks."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    snapshot = repo / "snapshots" / revision
-    for d in (repo / "blobs", repo / "refs", snapshot):
-        d.mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(revision)
-    for path in folder.iterdir():
-        data = path.read_bytes()
-        blob = (hashlib.sha256(data).hexdigest() if path.suffix == ".safetensors"
-                else hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest())
-        (repo / "blobs" / blob).write_bytes(data)
-        (snapshot / path.name).unlink(missing_ok=True)
-        os.symlink(f"../../blobs/{blob}", snapshot / path.name)
-    return repo
-
-
 @pytest.fixture(scope="module")
 def hf_cache(hub, tmp_path_factory):
     cache = tmp_path_factory.mktemp("hf") / "hub"
-    lay_out_hf_cache(cache, REPO_ID, hub)
+    lay_out_hf_cache(cache, REPO_ID, hub, REVISION)
     return cache
 
 
@@ -365,7 +349,7 @@ def test_truncated_file_is_one_clear_error(hub, tmp_path):
 
 def cache_a_corrupt_copy(hub: Path, cache: Path, monkeypatch) -> str:
     """``hub`` cached as test-org/corrupt with one flipped byte in the tensor data (the header still parses)."""
-    repo = lay_out_hf_cache(cache, "test-org/corrupt", hub)
+    repo = lay_out_hf_cache(cache, "test-org/corrupt", hub, REVISION)
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
     blob = Path(os.path.realpath(repo / "snapshots" / REVISION / "model.safetensors"))
     data = bytearray(blob.read_bytes())

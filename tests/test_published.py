@@ -23,6 +23,8 @@ from hybrezoo.hub.card import render_card
 from hybrezoo.hub.manifest import SHIPPED, WEIGHTS_ROOT, load_manifest
 from hybrezoo.registry import resolve_name
 
+from conftest import lay_out_hf_cache
+
 REPO = Path(__file__).resolve().parents[1]
 RELEASES = load_manifest(SHIPPED).releases
 FIRST = "deepreduce_r18_cull1_thin_ch05_rho05.tin"
@@ -146,21 +148,6 @@ def test_a_damaged_repository_copy_is_refused_in_one_line(tmp_path):
                          env={**os.environ, "HYBREZOO_MANIFEST": str(root / "manifest.json")},
                          capture_output=True, text=True, timeout=300)
     assert cli.returncode == 2 and len(cli.stderr.strip().splitlines()) == 1 and "is corrupt" in cli.stderr
-
-
-def lay_out_hf_cache(cache: Path, repo_id: str, folder: Path, revision: str) -> None:
-    """``<cache>/models--org--name`` as huggingface_hub writes it (LFS blobs named by their sha256)."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    snapshot = repo / "snapshots" / revision
-    for d in (repo / "blobs", repo / "refs", snapshot):
-        d.mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(revision)
-    for path in folder.iterdir():
-        data = path.read_bytes()
-        blob = (hashlib.sha256(data).hexdigest() if path.suffix == ".safetensors"
-                else hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest())
-        (repo / "blobs" / blob).write_bytes(data)
-        os.symlink(f"../../blobs/{blob}", snapshot / path.name)
 
 
 REVISION = "89abcdef0123456789abcdef0123456789abcdef"
