@@ -35,6 +35,7 @@ import torch.fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from ..cost.api import _model_label as _label
 from ..errors import HybrezooError
 from ..nn.relu import PIReLU
 from ..nn.relu_reuse import ReLUReuse
@@ -138,14 +139,6 @@ class _Tracer(torch.fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return isinstance(m, PIReLU) or super().is_leaf_module(m, qualname)
-
-
-def _label(model: nn.Module) -> str:
-    cfg = getattr(model, "pretrained_cfg", None)
-    if isinstance(cfg, dict) and cfg.get("architecture"):
-        tag = cfg.get("tag")
-        return f"{cfg['architecture']}.{tag}" if tag else str(cfg["architecture"])
-    return type(model).__name__
 
 
 def check_not_circa(model: nn.Module, label: Optional[str] = None) -> None:
