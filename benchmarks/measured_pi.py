@@ -7,7 +7,7 @@ Cheetah model is fitted to, so the table can be printed again without re-running
 Needs the ``mpc`` extra for ``--run`` (docs/mpc.md); printing needs only the core package.
 
     python benchmarks/measured_pi.py                      # the table from the stored measurements
-    python benchmarks/measured_pi.py --run                # measure the list below (about 15 min on 2 cores)
+    python benchmarks/measured_pi.py --run                # measure the list below (about 10 min on 2 quiet cores)
     python benchmarks/measured_pi.py --run --names NAME.. # measure these instead
 """
 from __future__ import annotations
@@ -22,15 +22,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "hybrezoo", "mpc", "calibration.json")
 
 # Smallest to largest: every ReLU optimisation of the zoo (culling, thinning, channel and resolution
-# scaling, ReLU-reuse), 7K to 115K ReLUs and 21M to 555M MACs, and the published network.
+# scaling, ReLU-reuse), the published network, and the all-ReLU ResNet18s: 7K to 557K ReLUs, 21M to
+# 710M MACs.
 NETWORKS = [
     "deepreduce_r18_d2111_cull1_thin_ch05_rho05.c100",
     "deepreduce_r18_cull1_thin_ch05_rho05.c100",
     "hybrenet_m24_252_cull14_thin_reuse4.c100",
+    "deepreduce_r18_cull14_thin_rho05.c100",
     "hybrenet_m16_252_cull1_thin.c100",
     "deepreduce_r18_cull1_thin_ch05_rho05.tin",
     "hybrenet_m16_252_cull1.c100",
     "deepreduce_r18_cull1_thin.c100",
+    "deepreduce_r18_cull1.c100",
+    "hybrenet_m32_253.c100",
+    "pi_resnet18_nostem.c100",
+    "pi_resnet18.c100",
 ]
 
 
@@ -61,7 +67,16 @@ def table(protocol: str = "cheetah") -> str:
     machine = points[0]["machine"] if points else "?"
     rows.append("")
     rows.append(f"Measured with SPU {points[0]['versions']['spu'] if points else '?'} ({protocol}, simulator, one "
-                f"synthetic image, random weights unless published) on {machine}, shared.")
+                f"synthetic image, random weights unless published) on {machine}, no other job running.")
+    if protocol == "cheetah" and points:
+        from hybrezoo.mpc.calibrate import fit
+
+        with open(DATA) as f:
+            loo = fit(json.load(f)["points"], protocol)["leave_one_out"]
+        rows += ["", "| network | leave-one-out error: time | upload | download |", "|---|--:|--:|--:|"]
+        for p in points:
+            e = loo[p["name"]]
+            rows.append(f"| {p['name']} | {e['wall_s']:+.1%} | {e['upload_bytes']:+.1%} | {e['download_bytes']:+.1%} |")
     return "\n".join(rows)
 
 

@@ -279,6 +279,52 @@ def test_export_refuses_bad_tensors_foreign_commits_and_heads(run, tmp_path):
     assert "git_commit" not in read_release(foreign, git_commit="none", real_data=False).metrics
 
 
+def test_float16_export_is_checked_evaluated_and_carded_as_stored(run, hub, tmp_path):
+    """--dtype float16: half the file, masks and integers untouched, and the sha256, evaluation and card
+    are of the stored float16 copy (which loads and computes what the float32 run does, to float16)."""
+    from safetensors import safe_open
+
+    half = export_run(run, tmp_path / "half", data=run.parent / "data", real_data=False, dtype="float16")
+    size32, size16 = ((f / "model.safetensors").stat().st_size for f in (run, half))
+    assert 0.45 < size16 / size32 < 0.55
+    with safe_open(str(run / "model.safetensors"), "pt") as f32, safe_open(str(half / "model.safetensors"), "pt") as f16:
+        assert f16.keys() == f32.keys() and f16.metadata() == f32.metadata()
+        for key in f32.keys():
+            a, b = f32.get_tensor(key), f16.get_tensor(key)
+            assert b.dtype == (torch.float16 if a.is_floating_point() else a.dtype), key
+            assert torch.equal(b, a.to(b.dtype)), key
+    release = read_release(half, real_data=False)
+    digest = hashlib.sha256((half / "model.safetensors").read_bytes()).hexdigest()
+    assert release.weights_dtype == "float16" and release.sha256 == digest != read_release(hub, real_data=False).sha256
+    assert (half / "model.safetensors.sha256").read_text() == f"{digest}  model.safetensors\n"
+    assert json.loads((half / "eval.json").read_text())["weights_sha256"] == digest
+    card = (half / "README.md").read_text()
+    assert "stored as float16, cast from the float32 weights" in card and "weights (float16)" in card
+    assert "weights (float32)" in (hub / "README.md").read_text()
+    model = timm.create_model(f"local-dir:{half}", pretrained=True).eval()
+    assert next(model.parameters()).dtype == torch.float32   # loaded into the float32 model
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out, ref = model(x), TRAINED["model"](x)
+    assert not torch.equal(out, ref) and torch.allclose(out, ref, rtol=1e-2, atol=1e-2)
+    assert all(torch.equal(m.mask, TRAINED["masks"][n]) for n, m in relu_layers(model).items() if m.mask is not None)
+    # the manifest keeps the precision
+    record_release(release, tmp_path / "manifest.json")
+    assert load_manifest(tmp_path / "manifest.json").get(release.name).weights_dtype == "float16"
+
+
+def test_float16_export_refuses_values_it_cannot_hold(run, tmp_path):
+    def huge(state):
+        state["fc.bias"][0] = 1e6
+
+    with pytest.raises(HybrezooError, match=r"tensor fc.bias holds values beyond float16's range \(largest \|x\| 1e\+06\)"
+                                            ".*--dtype float32"):
+        export_run(_with_weights(run, tmp_path / "huge", huge), tmp_path / "out", real_data=False, dtype="float16")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(HybrezooError, match="--dtype int8: choose one of float32, float16"):
+        export_run(run, tmp_path / "out", real_data=False, dtype="int8")
+
+
 # ---------------------------------------------------------------- loading, offline
 
 def test_load_hf_hub_offline(hf_cache):

@@ -65,11 +65,13 @@ def test_validated_on_five_zoo_networks_of_different_sizes(points):
     assert relus[-1] >= 4 * relus[0]                       # a spread of sizes
     assert all(p["top1_agreement"] == 1.0 for p in zoo.values())
     loo = fit(points)["leave_one_out"]
-    # traffic: each network predicted by a fit that never saw it, within 20% (docs/cost-model.md §10)
-    for name, errors in loo.items():
-        assert abs(errors["upload_bytes"]) < 0.20 and abs(errors["download_bytes"]) < 0.20, (name, errors)
-    # time: the documented bound on this shared 2-core machine (run-to-run noise alone reaches 2x there)
-    assert max(abs(e["wall_s"]) for e in loo.values()) < 0.75
+    # each network predicted by a fit that never saw it (docs/cost-model.md §10): time, upload and download
+    # all within 20% for at least 5 networks (the bar; 11 of the 12 measured), none off by 30%
+    within = [name for name, e in loo.items() if all(abs(v) < 0.20 for v in e.values())]
+    assert len(within) >= 5, loo
+    spread = sorted(zoo[name]["features"]["relus"] for name in within)
+    assert spread[-1] >= 20 * spread[0]                    # small and large networks among them
+    assert max(abs(v) for e in loo.values() for v in e.values()) < 0.30, loo
 
 
 def test_measured_figures_are_the_ones_the_docs_cite(points):

@@ -61,6 +61,9 @@ def _release_options(p: argparse.ArgumentParser, data_required: bool) -> None:
     p.add_argument("--device", default="cpu", help="device of that evaluation (default cpu)")
     p.add_argument("--amp", choices=("auto", "bf16", "off"), default="off",
                    help="bf16 autocast during that evaluation (default off: float32, as the weights are stored)")
+    p.add_argument("--dtype", choices=("float32", "float16"), help="store the weights in this precision (default: as "
+                   "the run saved them, float32); float16 halves the file, and the evaluation and card are of the "
+                   "stored copy")
     p.add_argument("--git-commit", metavar="REV", help="the hybrezoo commit the run's code was at, when its "
                    "metrics.json records another repository's (or 'none')")
     p.add_argument("--teacher-run", metavar="DIR", help="the distillation teacher's run folder, to name it on the "
@@ -71,7 +74,8 @@ def run_export(args: argparse.Namespace) -> int:
     from ..hub.export import export_run
 
     out = export_run(args.run_dir, args.out, overwrite=args.overwrite, repo_id=args.repo_id, data=args.data,
-                     device=args.device, amp=args.amp, git_commit=args.git_commit, teacher_run=args.teacher_run)
+                     device=args.device, amp=args.amp, git_commit=args.git_commit, teacher_run=args.teacher_run,
+                     dtype=args.dtype)
     print(f"{out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
     return 0
 
@@ -80,7 +84,8 @@ def run_publish(args: argparse.Namespace) -> int:
     from ..hub.publish import publish_run
 
     release = publish_run(args.run_dir, args.data, device=args.device, amp=args.amp, git_commit=args.git_commit,
-                          teacher_run=args.teacher_run, overwrite=args.overwrite, manifest=args.manifest)
+                          teacher_run=args.teacher_run, overwrite=args.overwrite, manifest=args.manifest,
+                          dtype=args.dtype)
     ev = release.evaluation
     print(f"published {release.name}: top-1 {ev['top1']:.2f}  top-5 {ev['top5']:.2f} on {ev['split']} "
           f"({ev['images']:,} images, {ev['device']}, {ev['precision']}); sha256 {release.sha256[:16]}...")

@@ -57,20 +57,20 @@ class CheetahFit:
 
 
 # Fitted by `python -m hybrezoo.mpc.calibrate fit hybrezoo/mpc/calibration.json` (non-negative least squares
-# on relative error over the 14 micro-networks and 7 zoo networks stored there; docs/cost-model.md §10).
+# on relative error over the 14 micro-networks and 12 zoo networks stored there; docs/cost-model.md §10).
 FIT = CheetahFit(
-    seconds={"setup": 1.6941964, "relus": 1.8450019e-05, "relu_layers": 0.42269641, "macs": 4.9973312e-08,
-             "linear_outputs": 0.00014131364, "linear_layers": 1.0273377},
-    upload={"setup": 10424070.0, "relus": 24.233963, "relu_layers": 4325.8227, "macs": 0.061081461,
-            "linear_outputs": 15.498788, "linear_layers": 585202.42},
-    download={"setup": 10668056.0, "relus": 62.36529, "relu_layers": 0.0, "macs": 0.059004687,
-              "linear_outputs": 24.011393, "linear_layers": 569244.09},
-    messages={"setup": 6673.9527, "relus": 0.014090437, "relu_layers": 282.96807, "macs": 0.0,
-              "linear_outputs": 0.0, "linear_layers": 22.044202},
-    memory_base=2462065700.0, memory_per_relu=2282.6029, memory_per_linear_output=19826.871,
-    memory_per_param=262.56371,
-    machine="AMD EPYC, 2 cores shared with other jobs (load average 4-6)",
-    source="SPU 0.9.5 simulator, one synthetic image per run, December 2026",
+    seconds={"setup": 1.0241779, "relus": 1.2993212e-05, "relu_layers": 0.12068864, "macs": 6.609438e-08,
+             "linear_outputs": 2.850665e-05, "linear_layers": 0.53910868},
+    upload={"setup": 10374120, "relus": 23.661236, "relu_layers": 0, "macs": 0.034091874,
+            "linear_outputs": 34.278575, "linear_layers": 569198.47},
+    download={"setup": 10582629, "relus": 65.148042, "relu_layers": 0, "macs": 0.043765971,
+              "linear_outputs": 36.422729, "linear_layers": 546393.46},
+    messages={"setup": 6773.8835, "relus": 0.0059321004, "relu_layers": 225.70308, "macs": 0, "linear_outputs": 0,
+              "linear_layers": 46.361308},
+    memory_base=2.38149e+09, memory_per_relu=2737.6553,
+    memory_per_linear_output=21338.104, memory_per_param=207.67703,
+    machine="AMD EPYC, 2 cores, no other job running (load average about 2: the measured run itself)",
+    source="SPU 0.9.5 simulator, one synthetic image per run, measured 2026-12-04",
 )
 
 

@@ -6,6 +6,8 @@ the nearest enclosing repository, so the checkout's top level must be the folder
 """
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Optional
@@ -28,9 +30,23 @@ def _in_own_checkout() -> bool:
     return top is not None and Path(top).resolve() == SOURCE_ROOT and (SOURCE_ROOT / "hybrezoo").is_dir()
 
 
+# A copy of the checkout without its .git (what a lent GPU machine receives) names its commit here; the
+# GPU window script (training/gpu_window.sh) sets it from the commit it checked was clean. Publishing
+# still checks that the commit is in hybrezoo's history (hybrezoo.hub.export).
+SOURCE_COMMIT_ENV = "HYBREZOO_SOURCE_COMMIT"
+_FULL_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
 def source_commit() -> Optional[str]:
-    """HEAD of hybrezoo's own checkout; None for an installed copy or a copy inside another repository."""
-    return _git("rev-parse", "HEAD") if _in_own_checkout() else None
+    """HEAD of hybrezoo's own checkout; else, for a copy without .git, the commit in
+    ``$HYBREZOO_SOURCE_COMMIT`` (40 hex digits); None for an installed copy or a copy inside another
+    repository."""
+    if _in_own_checkout():
+        return _git("rev-parse", "HEAD")
+    if _git("rev-parse", "--show-toplevel") is None:  # no repository around this copy at all
+        named = os.environ.get(SOURCE_COMMIT_ENV, "").strip().lower()
+        return named if _FULL_COMMIT.match(named) else None
+    return None
 
 
 def resolve_source_commit(rev: str) -> Optional[str]:

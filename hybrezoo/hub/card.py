@@ -163,6 +163,11 @@ def _accuracy(release: Release, weights: str) -> list[str]:
                   f"(torch {ev.get('torch', '?')}); it is the figure this card and the zoo table state. Figures "
                   "computed under bfloat16 autocast differ from float32 in the last images that sit on a decision "
                   "boundary.", ""]
+    if release.weights_dtype != "float32":
+        lines += [f"The weights are stored as {release.weights_dtype}, cast from the float32 weights the run saved "
+                  f"(`hybrezoo export/publish --dtype {release.weights_dtype}`); "
+                  + ("the first row is of these stored values, the second of the run's own weights." if ev else
+                     "the figures are the run's own, of its float32 weights."), ""]
     sel = m.get("selection")
     if sel:
         lines += [f"Weights kept: `{sel.get('rule')}` rule, epoch {sel.get('epoch')} of the last training stage "
@@ -240,7 +245,8 @@ def render_card(release: Release, in_zoo: bool = False) -> str:
               f"| finished | {m.get('finished_at', '?')} |", ""]
 
     lines += ["## Files", "", "| file | content |", "|---|---|",
-              f"| `model.safetensors` | weights, PIReLU masks included; {release.size_bytes:,} bytes, sha256 "
+              f"| `model.safetensors` | weights ({release.weights_dtype}), PIReLU masks included; "
+              f"{release.size_bytes:,} bytes, sha256 "
               f"`{release.sha256}` (checked on load) |",
               "| `model.safetensors.sha256` | that digest, in `sha256sum -c` form |",
               "| `config.json` | timm's config: architecture, model arguments, pretrained config, label names |"]

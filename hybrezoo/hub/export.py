@@ -32,10 +32,11 @@ from ..errors import HybrezooError
 from ..registry import ZooEntry, resolve_name
 from .card import render_card
 from .costs import cost_summary
-from .manifest import SHA256_FILE, WEIGHTS_FILE, Release
+from .manifest import SHA256_FILE, WEIGHT_DTYPES, WEIGHTS_FILE, Release
 from .verify import sha256_file, write_sha256_file
 
-__all__ = ["HUB_FILES", "SOURCE_FILES", "EVAL_FILE", "read_release", "export_run", "evaluate_weights"]
+__all__ = ["HUB_FILES", "SOURCE_FILES", "EVAL_FILE", "read_release", "export_run", "evaluate_weights", "stored_dtype",
+           "cast_weights_file"]
 
 SOURCE_FILES = ("config.json", WEIGHTS_FILE, "metrics.json", "recipe.yaml", "log.jsonl")
 EVAL_FILE = "eval.json"
@@ -108,7 +109,8 @@ def read_release(folder: PathLike, repo_id: Optional[str] = None, revision: Opti
     if evaluation is not None and real_data:
         _check_full_evaluation(folder / EVAL_FILE, evaluation, entry)
     release = Release(name=name, sha256=sha256, size_bytes=(folder / WEIGHTS_FILE).stat().st_size, metrics=metrics,
-                      recipe_yaml=recipe_yaml, cost=cost, evaluation=evaluation, hf_hub_id=repo_id, revision=revision)
+                      recipe_yaml=recipe_yaml, cost=cost, evaluation=evaluation, hf_hub_id=repo_id, revision=revision,
+                      weights_dtype=stored_dtype(folder / WEIGHTS_FILE))
     release.validate(where=str(folder))
     return release
 
@@ -254,6 +256,58 @@ def _check_masks_fit_the_entry(folder: Path, model: Any, entry: Any, relus: int)
                             f"{entry.relu_budget:,}: train the recipe to the end (its masks meet the budget)")
 
 
+_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+
+
+def stored_dtype(weights: PathLike) -> str:
+    """How a weights file stores its floating tensors: ``float32``, ``float16``, ... (read from the
+    safetensors header, no tensor loaded). A file mixing them is refused: publish one precision."""
+    from safetensors import safe_open
+
+    found: set[str] = set()
+    with safe_open(str(weights), framework="pt") as f:
+        for key in f.keys():
+            dtype = _SAFETENSORS_DTYPES.get(f.get_slice(key).get_dtype())
+            if dtype is not None:
+                found.add(dtype)
+    if len(found) != 1:
+        raise HybrezooError(f"{weights} stores its floating tensors as {' and '.join(sorted(found)) or 'nothing'}: "
+                            f"export the run again with --dtype {WEIGHT_DTYPES[0]} or --dtype {WEIGHT_DTYPES[1]}")
+    return found.pop()
+
+
+def cast_weights_file(weights: PathLike, dtype: str) -> None:
+    """Rewrite ``weights`` (safetensors) with its floating tensors in ``dtype``; integer tensors and the
+    boolean ReLU masks stay as they are. A value that ``dtype`` cannot hold (float16 overflows above
+    65504) is refused: the cast would change what the network computes, not just round it."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    if dtype not in WEIGHT_DTYPES:
+        raise HybrezooError(f"--dtype {dtype}: choose one of {', '.join(WEIGHT_DTYPES)}")
+    target = getattr(torch, dtype)
+    weights = Path(weights)
+    tensors = {}
+    with safe_open(str(weights), framework="pt") as f:
+        metadata = f.metadata()
+        for key in f.keys():
+            tensor = f.get_tensor(key)
+            if tensor.is_floating_point():
+                cast = tensor.to(target)
+                if not bool(torch.isfinite(cast).all()) and bool(torch.isfinite(tensor).all()):
+                    raise HybrezooError(f"{weights}: tensor {key} holds values beyond {dtype}'s range (largest "
+                                        f"|x| {tensor.abs().max().item():.4g}): publish it with --dtype float32")
+                tensor = cast
+            tensors[key] = tensor.contiguous()
+    tmp = weights.with_name(f".{weights.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, weights)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def evaluate_weights(folder: PathLike, data: PathLike, device: str = "cpu", amp: str = "off",
                      batch_size: int = 500) -> dict[str, Any]:
     """Score ``folder``'s weights (loaded as a user loads them) on its data set's evaluation split, as
@@ -282,10 +336,15 @@ def evaluate_weights(folder: PathLike, data: PathLike, device: str = "cpu", amp:
 def export_run(run_dir: PathLike, out: PathLike, overwrite: bool = False, repo_id: Optional[str] = None, *,
                data: Optional[PathLike] = None, device: str = "cpu", amp: str = "off",
                git_commit: Optional[str] = None, teacher_run: Optional[PathLike] = None, real_data: bool = True,
-               in_zoo: bool = False) -> Path:
+               in_zoo: bool = False, dtype: Optional[str] = None) -> Path:
     """Write the hub folder of ``run_dir`` into ``out`` (all files, or none); returns ``out``.
 
-    With ``data`` (the data root) the copied weights are evaluated into ``eval.json``."""
+    With ``data`` (the data root) the copied weights are evaluated into ``eval.json``. With ``dtype``
+    (``float16``) the copy stores its weights in that precision (half the download, and what a
+    float32 run folder of ResNet18's size needs to stay a small file); every check, the evaluation
+    and the card are then of the stored copy, never of the run's float32 file."""
+    if dtype is not None and dtype not in WEIGHT_DTYPES:
+        raise HybrezooError(f"--dtype {dtype}: choose one of {', '.join(WEIGHT_DTYPES)}")
     run_dir, out = Path(run_dir), Path(out)
     if out.is_symlink() and not out.exists():
         raise HybrezooError(f"--out {out} is a symbolic link to nothing: remove it or choose another folder")
@@ -309,6 +368,11 @@ def export_run(run_dir: PathLike, out: PathLike, overwrite: bool = False, repo_i
             (tmp / "metrics.json").write_text(json.dumps(release.metrics, indent=2) + "\n")
         if write_sha256_file(tmp / WEIGHTS_FILE) != release.sha256:
             raise HybrezooError(f"copying {run_dir / WEIGHTS_FILE} changed its content: check the disk and export again")
+        if dtype is not None and dtype != release.weights_dtype:
+            cast_weights_file(tmp / WEIGHTS_FILE, dtype)
+            write_sha256_file(tmp / WEIGHTS_FILE)
+            # every check again, on the stored copy (the metrics already carry the commit and teacher)
+            release = read_release(tmp, repo_id=repo_id, real_data=real_data)
         names = list(HUB_FILES)
         if data is not None:
             evaluation = evaluate_weights(tmp, data, device=device, amp=amp)

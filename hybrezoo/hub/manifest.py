@@ -26,7 +26,7 @@ from typing import Any, Optional, Union
 from ..errors import HybrezooError
 
 __all__ = [
-    "FORMAT", "WEIGHTS_FILE", "SHA256_FILE", "WEIGHTS_ROOT", "ManifestError", "Release", "Manifest", "manifest_path",
+    "FORMAT", "WEIGHTS_FILE", "SHA256_FILE", "WEIGHTS_ROOT", "WEIGHT_DTYPES", "ManifestError", "Release", "Manifest", "manifest_path",
     "load_manifest", "published", "registry_fields", "record_release", "split_hub_ref", "local_folder", "weights_root",
 ]
 
@@ -38,6 +38,8 @@ SHIPPED = Path(__file__).with_name("manifest.json")
 WEIGHTS_ROOT = Path(__file__).resolve().parents[2] / "weights"
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# how a published model.safetensors may store its floating tensors (``hybrezoo publish --dtype``)
+WEIGHT_DTYPES = ("float32", "float16")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _NAME = re.compile(r"^[\w-]+\.[\w-]+$")
@@ -60,6 +62,7 @@ class Release:
     evaluation: Optional[dict[str, Any]] = None  # what `hybrezoo eval` printed for these weights (eval.json)
     hf_hub_id: Optional[str] = None    # "org/name" once pushed
     revision: Optional[str] = None     # the hub commit that holds exactly these files
+    weights_dtype: str = "float32"     # how model.safetensors stores its floating tensors (export --dtype)
 
     @property
     def top1(self) -> float:
@@ -86,7 +89,8 @@ class Release:
     def from_json(cls, name: str, data: Any, where: str = "manifest") -> "Release":
         if not isinstance(data, dict):
             raise ManifestError(f"{where}: entry {name!r} must be a JSON object")
-        known = {"sha256", "size_bytes", "metrics", "recipe_yaml", "cost", "evaluation", "hf_hub_id", "revision"}
+        known = {"sha256", "size_bytes", "metrics", "recipe_yaml", "cost", "evaluation", "hf_hub_id", "revision",
+                 "weights_dtype"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ManifestError(f"{where}: entry {name!r} has unknown keys {', '.join(unknown)}")
@@ -113,6 +117,8 @@ class Release:
             raise bad(f"hf_hub_id {self.hf_hub_id!r} is not ORG/NAME")
         if self.revision is not None and (not isinstance(self.revision, str) or not _COMMIT.match(self.revision)):
             raise bad("revision must be a 40-hex-digit commit id")
+        if self.weights_dtype not in WEIGHT_DTYPES:
+            raise bad(f"weights_dtype must be one of {', '.join(WEIGHT_DTYPES)}, not {self.weights_dtype!r}")
         if not isinstance(self.metrics, dict) or self.metrics.get("model") != self.name:
             raise bad("metrics must be the run's metrics.json, whose 'model' is the entry's name")
         for key in ("top1", "top5"):

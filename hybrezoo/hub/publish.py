@@ -28,7 +28,7 @@ PathLike = Union[str, os.PathLike]
 
 def publish_run(run_dir: PathLike, data: PathLike, *, device: str = "cpu", amp: str = "off",
                 git_commit: Optional[str] = None, teacher_run: Optional[PathLike] = None, overwrite: bool = False,
-                manifest: Optional[PathLike] = None, cards: bool = True) -> Release:
+                manifest: Optional[PathLike] = None, cards: bool = True, dtype: Optional[str] = None) -> Release:
     """Publish ``run_dir`` as its zoo entry (see the module docstring); returns the recorded release."""
     from .catalog import repository_root, write_catalog
 
@@ -41,7 +41,7 @@ def publish_run(run_dir: PathLike, data: PathLike, *, device: str = "cpu", amp: 
         raise HybrezooError(f"{first.name} is already published (weights/{first.name}/): add --overwrite to replace "
                             "its weights with this run's")
     export_run(run_dir, folder, overwrite=True, data=data, device=device, amp=amp, git_commit=git_commit,
-               teacher_run=teacher_run, in_zoo=True)
+               teacher_run=teacher_run, in_zoo=True, dtype=dtype)
     release = read_release(folder)
     if previous is not None and previous.sha256 == release.sha256:
         # the same weights again: keep where the hub holds them

@@ -19,8 +19,9 @@ from .runner import PROTOCOLS, SPUProgram, machine_description, require_spu, run
 
 __all__ = ["Measurement", "measure", "available_memory_bytes", "synthetic_images", "MEMORY_MARGIN"]
 
-# The memory estimate's error on the measured runs reaches -20% (docs/mpc.md): refuse with a margin.
-MEMORY_MARGIN = 1.25
+# The memory estimate is at most 21% under a measured peak (the 26 calibration points; docs/mpc.md), so
+# a peak reaches 1.27x the estimate: refuse with a margin above that.
+MEMORY_MARGIN = 1.3
 
 
 @dataclass
