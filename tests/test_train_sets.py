@@ -265,6 +265,19 @@ def test_shipped_sets_are_a_teacher_and_its_published_deepreduce_students(tag, t
         sorted(sorted(labels) for labels in by_epochs.values())
 
 
+def test_students_alone_distill_from_a_teacher_finished_earlier_in_the_runs_folder(tmp_path):
+    """A later window names only the students: their teacher's default folder is looked up under --runs."""
+    student = "training/deepreduce/deepreduce_r18_d2111_cull1_thin_ch05_rho05.c100.yaml"
+    with pytest.raises(HybrezooError, match="distill.checkpoint=runs/baseline/pi_resnet18.c100 not found"):
+        plan_set([student], runs_dir=tmp_path / "runs", check_data=False)
+    teacher = tmp_path / "runs" / "baseline" / "pi_resnet18.c100"
+    teacher.mkdir(parents=True)
+    plan = plan_set([student], runs_dir=tmp_path / "runs", check_data=False)
+    (run,) = plan.runs
+    assert run.rec["distill"]["checkpoint"] == str(teacher) and run.deps == []
+    assert f"distill.checkpoint={teacher}" in run.overrides      # recorded in the run's recipe
+
+
 def test_parallel_jpeg_decoding_equals_the_serial_decoding(tmp_path, monkeypatch):
     from hybrezoo.data.tinyimagenet import TinyImageNetSource, decode_files, decode_workers
 

@@ -12,27 +12,36 @@
 # It writes .data/window-1, .data/window-2, ... (ignored by git) and prints the calls to make. Then, one
 # call right after the other (the machine is released after 30 s idle and what it staged is lost):
 #     run(command="bash training/gpu_window.sh stage", carry=[".data/window-1"])        # all parts but the last
-#     run(command="SET=c100_deepreduce bash training/gpu_window.sh train [KEY=VALUE ...]", carry=[".data/window-2"])
+#     run(command="SET=c100_deepreduce TRAIN_UNTIL=530 bash training/gpu_window.sh train [KEY=VALUE ...]",
+#         carry=[".data/window-2"])
 #     run(command="bash training/gpu_window.sh fetch")    # while `train` said parts are left to fetch
 #     give_back()
-# and here, with the folders the calls' files came back in (files_at), in call order:
+# and here, with the folders the calls' files came back in (files_at):
 #     bash training/gpu_window.sh receive FILES_AT_1 FILES_AT_2 ...
-# which checks the bundle's sha256, unpacks the hub folders into .data/received/ and publishes each
-# finished run (`hybrezoo publish DIR --data $DATA`: evaluation on the CPU, weights/NAME/, manifest,
-# cards, README table; teachers first). Commit what it published in the same session.
+# which checks each bundle's sha256, unpacks its hub folders into .data/received/<sha>/ and publishes
+# each run (`hybrezoo publish DIR --data $DATA`: evaluation on the CPU, weights/NAME/, manifest, cards,
+# README table; teachers first). A bundle already received is not published again. Commit what it
+# published in the same session.
+#
+# The device time: machine start (about 90 s) + one short call per `stage` + the `train` call
+# (TRAIN_UNTIL + about 40 s of packing) + about 20 s per `fetch` (4 parts of 15 MiB each, about 11
+# parts for the 11 float16 networks of the CIFAR-100 DeepReDuce set) must fit in the session's
+# device time (status's budget_left_s, 900 s at most): lower TRAIN_UNTIL (default 530) when it does not.
 #
 # `train`: unpacks the data (CIFAR-100 sheets: unpack.py; Tiny ImageNet: the six archives) into
 # ~/data, trains `hybrezoo train $SET` (a set file or recipes, `--runs ~/window/runs`) with a time
-# budget that ends at TRAIN_UNTIL seconds into the command (default 530, so the export and packing fit
-# in the 600 s limit), then `pack`: every finished run becomes a hub folder (`hybrezoo export --dtype
-# float16`: every check of a release, weights stored as float16), all of them one tar split into parts
-# of 15 MiB; the first parts come back with this call, the rest with `fetch`. Runs the budget cut keep
-# their checkpoint on the machine only: a second `train` in the same window continues them (--resume).
+# budget that ends at TRAIN_UNTIL seconds into the command, then `pack`: every run finished since the
+# last pack becomes a hub folder (`export_run(..., dtype="float16")`: every check of a release,
+# weights stored as float16), all of them one bundle (bundle-N.tar) split into parts of 15 MiB
+# (bundles.txt: name, sha256, parts); the first parts come back with this call, the rest with `fetch`
+# (`fetch PART ...` sends those again, RESEND=1 all). Its exit status is hybrezoo train's. Runs the
+# budget cut keep their checkpoint on this machine only: a second `train` (no carry needed) continues
+# them if the window has time left; `pack` alone brings back whatever finished.
 # Extra KEY=VALUE arguments override every run (e.g. epochs=30 for a short schedule; the published
 # recipe must then say so). TEACHER_FOLDER (prepare): hub folders of runs published earlier (e.g.
-# weights/pi_resnet18.c100) travel with the data and are placed as finished runs, so a set skips its
-# teacher (when the overrides leave the teacher's recipe as it was) and its students distill from the
-# published weights; with overrides, name only the students in SET.
+# weights/pi_resnet18.c100) travel with the data and are placed as finished runs in ~/window/runs, so
+# a set skips its teacher (when the overrides leave the teacher's recipe as it was), and a SET naming
+# only students distills from it (their runs/baseline/... reference is looked up under --runs).
 #
 # SMOKE=1: the flow on a CPU with fake data sets and 2-step runs (its weights mean nothing; `pack` then
 # exports through the Python API with real_data=False, as `hybrezoo export` refuses smoke runs).
@@ -120,8 +129,9 @@ git sparse-checkout disable afterwards) or move large untracked files into an ig
   for ((i = 1; i < n; i++)); do
     echo "  run(command=\"bash training/gpu_window.sh stage\", carry=[\".data/window-$i\"], timeout_s=120)"
   done
-  echo "  run(command=\"SET=... bash training/gpu_window.sh train [KEY=VALUE ...]\", carry=[\".data/window-$n\"], timeout_s=600)"
+  echo "  run(command=\"SET=... TRAIN_UNTIL=530 bash training/gpu_window.sh train [KEY=VALUE ...]\", carry=[\".data/window-$n\"], timeout_s=600)"
   echo "  run(command=\"bash training/gpu_window.sh fetch\", timeout_s=60)     # while train says parts are left"
+  echo "TRAIN_UNTIL: at most budget_left_s - 90 (start) - $((n - 1)) x 30 (stage) - 40 (packing) - 20 per fetch."
 }
 
 # ------------------------------------------------------------------------------------ on the machine
@@ -141,7 +151,7 @@ unpack_sources() {
   [ -f "$WINDOW/parts/PARTS" ] || die "the last part (with PARTS) has not been carried: carry .data/window-N last"
   local n have
   n=$(cat "$WINDOW/parts/PARTS")
-  have=$(ls "$WINDOW/parts"/part-* | wc -l)
+  have=$( (ls "$WINDOW/parts"/part-* 2>/dev/null || true) | wc -l)
   [ "$have" = "$n" ] || die "$have of $n parts staged: the machine was released between calls (run every stage call again)"
   [ -d "$WINDOW/src" ] && return 0
   cat "$WINDOW"/parts/part-* > "$WINDOW/bundle.in.tar"
@@ -163,8 +173,11 @@ from hybrezoo.data.synthetic import write_fake_cifar100, write_fake_tinyimagenet
   elif [ "$dataset" = cifar-100 ]; then
     [ -d "$data/cifar-100-python" ] || "$PY" "$WINDOW/src/cifar-100/unpack.py" "$data"
   else
-    [ -d "$data/tiny-imagenet-200/val" ] || for a in "$WINDOW/src/tiny-imagenet-200"/*.tar.gz; do
-      tar -xzf "$a" -C "$data" & done; wait
+    if [ ! -d "$data/tiny-imagenet-200/val" ]; then
+      local a pids=()
+      for a in "$WINDOW/src/tiny-imagenet-200"/*.tar.gz; do tar -xzf "$a" -C "$data" & pids+=($!); done
+      for a in "${pids[@]}"; do wait "$a" || die "unpacking a Tiny ImageNet archive failed"; done
+    fi
   fi
   say "data in $data: $(ls "$data" | tr '\n' ' ')"
 }
@@ -172,8 +185,10 @@ from hybrezoo.data.synthetic import write_fake_cifar100, write_fake_tinyimagenet
 train() {
   local set=${SET:-}
   [ -n "$set" ] || die "SET=... names the set file or recipes to train (e.g. SET=c100_deepreduce)"
-  stage_parts
-  unpack_sources
+  if [ ! -d "$WINDOW/src" ]; then   # a second `train` in the same window reuses what the first unpacked
+    stage_parts
+    unpack_sources
+  fi
   unpack_data
   mkdir -p "$WINDOW/runs"
   cp -rn "$WINDOW/src/runs/." "$WINDOW/runs/" 2>/dev/null || true
@@ -182,34 +197,41 @@ train() {
   export HYBREZOO_CACHE=${HYBREZOO_CACHE:-$WINDOW/cache}
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo "no GPU"
   local until=${TRAIN_UNTIL:-530} budget resume=()
-  budget=$((until - (SECONDS - START)))
-  [ "$budget" -gt 30 ] || die "no time left to train ($budget s)"
+  budget=${TRAIN_BUDGET:-$((until - (SECONDS - START)))}   # TRAIN_BUDGET: seconds, instead of TRAIN_UNTIL
+  [ -n "${TRAIN_BUDGET:-}" ] || [ "$budget" -gt 30 ] || die "no time left to train ($budget s): raise TRAIN_UNTIL"
   ls "$WINDOW"/runs/*/*/checkpoint.pt >/dev/null 2>&1 && resume=(--resume)
   local smoke=()
   [ "${SMOKE:-0}" = 1 ] && smoke=(runtime.max_steps=2 data.batch_size=8 data.eval_batch_size=50 runtime.max_eval_batches=1)
+  rm -f "$WINDOW/summary.json"
   say "hybrezoo train $set, budget ${budget}s"
   set +e
+  # The budget stops every run at its first step past the deadline; `timeout` sends SIGTERM (the same
+  # graceful stop, exit 75) if set-up or evaluation runs long, so `pack` always gets its time.
   # shellcheck disable=SC2086
-  "$PY" -m hybrezoo train $set --data "${DATA:-$HOME/data}" --runs "$WINDOW/runs" --time-budget "${budget}s" \
-    --summary "$WINDOW/summary.json" --no-progress "${resume[@]}" "$@" "${smoke[@]}" 2>&1 | tee -a "$WINDOW/train.out"
+  timeout -k 15 $((${budget%.*} + 41)) "$PY" -m hybrezoo train $set --data "${DATA:-$HOME/data}" --runs "$WINDOW/runs" \
+    --time-budget "${budget}s" --summary "$WINDOW/summary.json" --no-progress "${resume[@]}" "$@" "${smoke[@]}" 2>&1 |
+    tee -a "$WINDOW/train.out"
   local status=${PIPESTATUS[0]}
   set -e
-  say "hybrezoo train exited $status (0: all finished, 75: the budget cut runs, resumable in this window)"
+  say "hybrezoo train exited $status (0: all finished; 75: the budget cut runs, their checkpoints stay on this \
+machine only; 2: a run failed, see its line above)"
   pack
+  return "$status"
 }
 
 pack() {
   mkdir -p "$WINDOW/hub" "$WINDOW/out"
   # every finished run (metrics.json) not packed yet and not carried in, exported in one process (one
-  # import of torch instead of one per run): every check of `hybrezoo export`, weights as float16
+  # import of torch instead of one per run): every check of `hybrezoo export`, weights as float16;
+  # the names exported now go to $WINDOW/new
   "$PY" - "$WINDOW" "${SMOKE:-0}" <<'EOF' || say "packing stopped: $?"
 import sys
 from pathlib import Path
 
-from hybrezoo.errors import HybrezooError
 from hybrezoo.hub.export import export_run
 
 window, smoke = Path(sys.argv[1]), sys.argv[2] == "1"
+new = []
 for metrics in sorted(window.glob("runs/*/*/metrics.json")):
     run = metrics.parent
     where = run.relative_to(window / "runs")
@@ -217,83 +239,112 @@ for metrics in sorted(window.glob("runs/*/*/metrics.json")):
         continue   # a teacher that came with the data, or packed by an earlier call
     try:   # smoke runs only through the API's real_data=False (the command line refuses them)
         export_run(run, window / "hub" / where, real_data=not smoke, dtype="float16")
+        new.append(str(where))
         print(f"exported {where} (float16)", flush=True)
-    except HybrezooError as err:
-        print(f"not exported: {where}: {err}", flush=True)
+    except Exception as err:   # one bad run must not keep the others from coming back
+        print(f"not exported: {where}: {type(err).__name__}: {err}", flush=True)
+(window / "new").write_text("".join(f"{name}\n" for name in new))
 EOF
   [ -f "$WINDOW/summary.json" ] && cp "$WINDOW/summary.json" "$WINDOW/out/summary.json"
-  (cd "$WINDOW" && tar -czf out/logs.tar.gz train.out $(cd "$WINDOW" && find runs -name train.log -o -name log.jsonl | sort) 2>/dev/null) || true
-  if ! ls "$WINDOW/hub"/*/* >/dev/null 2>&1; then
-    say "no finished run to bring back"
+  (cd "$WINDOW" && tar -czf out/logs.tar.gz $(ls train.out 2>/dev/null) $(find runs -name train.log | sort) 2>/dev/null) || true
+  if [ "$(stat -c %s "$WINDOW/out/logs.tar.gz" 2>/dev/null || echo 0)" -gt $((3 * 1024 * 1024)) ]; then
+    tail -c 1048576 "$WINDOW/train.out" | gzip > "$WINDOW/out/logs.tar.gz"   # keep within the 64 MiB a call
+  fi
+  if [ ! -s "$WINDOW/new" ]; then
+    say "no newly finished run to bring back"
   else
-    rm -f "$WINDOW"/out/bundle.tar.part-* "$WINDOW/sent"
-    (cd "$WINDOW" && tar -cf bundle.tar hub && sha256sum bundle.tar | awk '{print $1}' > out/bundle.sha256 &&
-      split -b "$PART_BYTES" -d -a 2 bundle.tar out/bundle.tar.part- && rm bundle.tar)
-    (cd "$WINDOW/out" && ls bundle.tar.part-* > parts.txt)
-    say "packed $(ls -d "$WINDOW"/hub/*/* | wc -l) hub folder(s): $(wc -l < "$WINDOW/out/parts.txt") part(s) of 15 MiB"
+    # one bundle per pack: only what this call exported, so earlier bundles stay valid
+    local n=1
+    while [ -e "$WINDOW/out/bundle-$n.tar.part-00" ]; do n=$((n + 1)); done
+    (cd "$WINDOW/hub" && tar -cf "$WINDOW/bundle-$n.tar" $(cat "$WINDOW/new"))
+    local sha
+    sha=$(sha256sum "$WINDOW/bundle-$n.tar" | awk '{print $1}')
+    (cd "$WINDOW/out" && split -b "$PART_BYTES" -d -a 2 "$WINDOW/bundle-$n.tar" "bundle-$n.tar.part-")
+    rm -f "$WINDOW/bundle-$n.tar"
+    echo "bundle-$n.tar $sha $(ls "$WINDOW/out"/bundle-$n.tar.part-* | wc -l)" >> "$WINDOW/out/bundles.txt"
+    say "packed $(wc -l < "$WINDOW/new") hub folder(s) into bundle-$n: $(ls "$WINDOW/out"/bundle-$n.tar.part-* | wc -l) part(s) of 15 MiB"
   fi
   fetch
 }
 
-fetch() {
+fetch() {  # fetch [PART ...]: the next parts not sent yet (RESEND=1: all again), or the parts named
   [ -n "${OUT:-}" ] || die "\$OUT is not set: run this on the device machine (OUT=/tmp/out elsewhere)"
+  [ -d "$WINDOW/out" ] || die "nothing was packed on this machine (it was released since: what it held is lost)"
   mkdir -p "$OUT"
   local f sent=0
-  for f in summary.json logs.tar.gz bundle.sha256 parts.txt; do
+  for f in summary.json logs.tar.gz bundles.txt; do
     [ -f "$WINDOW/out/$f" ] && cp "$WINDOW/out/$f" "$OUT/"
   done
+  [ "${RESEND:-0}" = 1 ] && rm -f "$WINDOW/sent"
   touch "$WINDOW/sent"
-  for f in $(cat "$WINDOW/out/parts.txt" 2>/dev/null); do
-    grep -qx "$f" "$WINDOW/sent" && continue
+  local wanted
+  if [ $# -gt 0 ]; then wanted=("$@"); else mapfile -t wanted < <(cd "$WINDOW/out" && ls bundle-*.tar.part-* 2>/dev/null || true); fi
+  for f in "${wanted[@]}"; do
+    [ -f "$WINDOW/out/$f" ] || die "no part $f on this machine"
+    [ $# -eq 0 ] && grep -qx "$f" "$WINDOW/sent" && continue
     [ "$sent" -lt "$RETURN_PARTS" ] || break
     cp "$WINDOW/out/$f" "$OUT/" && echo "$f" >> "$WINDOW/sent"
     sent=$((sent + 1))
   done
   local total left
-  total=$(wc -l < "$WINDOW/out/parts.txt" 2>/dev/null || echo 0)
-  left=$((total - $(wc -l < "$WINDOW/sent")))
+  total=$( (cd "$WINDOW/out" && ls bundle-*.tar.part-* 2>/dev/null || true) | wc -l)
+  left=$((total - $(sort -u "$WINDOW/sent" | wc -l)))
   say "this call brings back $sent part(s); $left left: $([ "$left" -gt 0 ] && echo 'call `bash training/gpu_window.sh fetch` now' || echo 'all sent')"
   ls -la "$OUT"
 }
 
 # ---------------------------------------------------------------------------------------------- here
-receive() {
+receive() {  # receive FILES_AT ...: every complete bundle is checked, unpacked and (PUBLISH=1) published
   [ $# -gt 0 ] || die "receive FILES_AT ...: the folders the calls' files came back in"
-  local into=$CARRIED/received work
   mkdir -p "$CARRIED"
+  local work
   work=$(mktemp -d "$CARRIED/receive.XXXXXX")
   # shellcheck disable=SC2064  # expanded now: $work is local
   trap "rm -rf '$work'" EXIT
-  local d f sha=""
+  local d f
   for d in "$@"; do
-    for f in "$d"/bundle.tar.part-*; do [ -f "$f" ] && cp "$f" "$work/"; done
-    [ -f "$d/bundle.sha256" ] && sha=$(cat "$d/bundle.sha256")
-    [ -f "$d/parts.txt" ] && cp "$d/parts.txt" "$work/parts.txt"
+    for f in "$d"/bundle-*.tar.part-*; do [ -f "$f" ] && cp "$f" "$work/"; done
+    [ -f "$d/bundles.txt" ] && cat "$d/bundles.txt" >> "$work/bundles.all"
   done
-  [ -n "$sha" ] && [ -f "$work/parts.txt" ] || die "no bundle.sha256 / parts.txt in $*: give every files_at folder of the window"
-  for f in $(cat "$work/parts.txt"); do
-    [ -f "$work/$f" ] || die "$f is missing: fetch it (bash training/gpu_window.sh fetch) while the machine is warm"
-  done
-  (cd "$work" && cat $(cat parts.txt) > bundle.tar)
-  [ "$(sha256sum "$work/bundle.tar" | awk '{print $1}')" = "$sha" ] || die "the joined bundle does not match its sha256"
-  mkdir -p "$into"
-  "$PY" - "$work/bundle.tar" "$into" <<'EOF'
+  [ -s "$work/bundles.all" ] || die "no bundles.txt in $*: give every files_at folder of the window"
+  local name sha count incomplete=0 published=() i
+  while read -r name sha count; do
+    local parts=() into=$CARRIED/received/${sha:0:12}
+    for ((i = 0; i < count; i++)); do parts+=("$work/$name.part-$(printf %02d "$i")"); done
+    local missing=0
+    for f in "${parts[@]}"; do [ -f "$f" ] || missing=$((missing + 1)); done
+    if [ "$missing" -gt 0 ]; then
+      echo "$name: $missing of $count part(s) missing: fetch them (bash training/gpu_window.sh fetch) while the machine is warm" >&2
+      incomplete=1; continue
+    fi
+    if [ -d "$into" ]; then echo "$name: already received into $into"; continue; fi
+    cat "${parts[@]}" > "$work/$name"
+    if [ "$(sha256sum "$work/$name" | awk '{print $1}')" != "$sha" ]; then
+      echo "$name: the joined bundle does not match its sha256 (a part is damaged or from another bundle)" >&2
+      incomplete=1; continue
+    fi
+    mkdir -p "$into.tmp"
+    "$PY" - "$work/$name" "$into.tmp" <<'EOF'
 import sys, tarfile
 with tarfile.open(sys.argv[1]) as tar:   # the 'data' filter: no absolute paths, links out or devices
     tar.extractall(sys.argv[2], filter="data")
 EOF
-  echo "received into $into:"
-  local order
-  order=$(cd "$into/hub" && ls -d baseline/* 2>/dev/null; cd "$into/hub" && ls -d */* | grep -v '^baseline/' || true)
-  for f in $order; do echo "  $f"; done
-  if [ "${PUBLISH:-1}" = 1 ]; then
+    mv "$into.tmp" "$into"
+    rm -f "$work/$name"
+    echo "$name: received into $into:"
+    for f in $(cd "$into" && { ls -d baseline/* 2>/dev/null; ls -d */* | grep -v '^baseline/' || true; }); do
+      echo "  $f"; published+=("$into/$f")
+    done
+  done < <(sort -u "$work/bundles.all")
+  if [ "${PUBLISH:-1}" = 1 ] && [ ${#published[@]} -gt 0 ]; then
     local data=${DATA:-$HOME/data}
-    for f in $order; do
-      say "hybrezoo publish $into/hub/$f --data $data"
-      "$PY" -m hybrezoo publish "$into/hub/$f" --data "$data" ${OVERWRITE:+--overwrite} || echo "  not published: $f"
+    for f in "${published[@]}"; do   # teachers first within each bundle
+      say "hybrezoo publish $f --data $data"
+      "$PY" -m hybrezoo publish "$f" --data "$data" ${OVERWRITE:+--overwrite} || echo "  not published: $f"
     done
     echo "commit weights/, hybrezoo/hub/manifest.json, model_cards/ and README.md together"
   fi
+  return "$incomplete"
 }
 
 case "${1:-}" in
@@ -303,5 +354,5 @@ case "${1:-}" in
   pack) pack ;;
   fetch) fetch ;;
   receive) shift; receive "$@" ;;
-  *) sed -n '2,40p' "$0"; exit 2 ;;
+  *) sed -n '2,47p' "$0"; exit 2 ;;
 esac

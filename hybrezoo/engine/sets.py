@@ -5,7 +5,8 @@
 - **Plan.** Every recipe is read and checked before any work. A run that reads another run's folder
   (``distill.checkpoint``, ``model.init``, a stage's ``distill.checkpoint``) depends on it and runs after
   it; with ``--runs DIR`` such references to a run's default folder (``runs/<method>/<name>``) are
-  pointed at ``DIR/<method>/<name>``. A cycle, an unknown recipe or a missing outside checkpoint is one
+  pointed at ``DIR/<method>/<name>`` (a run of the set, or one finished there earlier: a teacher
+  trained in an earlier window). A cycle, an unknown recipe or a missing outside checkpoint is one
   error line.
 - **Skip and resume.** A run whose folder holds ``metrics.json`` of the same recipe is finished and
   skipped; one with a checkpoint is continued with ``--resume`` (refused without it, as for one run).
@@ -267,6 +268,15 @@ def _find_cycle(nodes: Iterable[int], deps: dict[int, list[int]]) -> list[int]:
     return sorted(remaining)
 
 
+def _under_runs_dir(ref: str, runs_dir: Path) -> Optional[Path]:
+    """Where a reference to a default run folder (``runs/<method>/<name>``) lies under another ``--runs
+    DIR``; None for any other reference, or when DIR is ``runs`` itself."""
+    path = Path(ref)
+    if path.is_absolute() or not path.parts or path.parts[0] != "runs" or _norm(runs_dir) == _norm(Path("runs")):
+        return None
+    return Path(runs_dir) / path.relative_to("runs")
+
+
 def plan_set(items: Sequence[str], overrides: Sequence[str] = (), runs_dir: str | os.PathLike = "runs",
              data: Optional[str] = None, resume: bool = False, out: Optional[str | os.PathLike] = None,
              lockstep: bool = True, check_data: bool = True, download: bool = False) -> SetPlan:
@@ -313,6 +323,11 @@ def plan_set(items: Sequence[str], overrides: Sequence[str] = (), runs_dir: str 
             if j == i:
                 raise HybrezooError(f"{e.recipe}: {key}={ref} is its own run folder: a run cannot read its own weights")
             if j is None:
+                # a run finished earlier into this set's --runs DIR (a teacher trained in an earlier window)
+                moved = _under_runs_dir(ref, runs_dir)
+                if moved is not None and moved.exists():
+                    extra.append(f"{key}={moved}")
+                    continue
                 if not Path(ref).exists():
                     raise HybrezooError(f"{e.recipe}: {key}={ref} not found, and no run of this set trains into it: "
                                         f"add the recipe that makes it to the set, or set {key}=DIR")
