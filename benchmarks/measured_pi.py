@@ -7,7 +7,7 @@ Cheetah model is fitted to, so the table can be printed again without re-running
 Needs the ``mpc`` extra for ``--run`` (docs/mpc.md); printing needs only the core package.
 
     python benchmarks/measured_pi.py                      # the table from the stored measurements
-    python benchmarks/measured_pi.py --run                # measure the list below (about 10 min on 2 quiet cores)
+    python benchmarks/measured_pi.py --run                # measure the list below (11 min on 2 idle cores)
     python benchmarks/measured_pi.py --run --names NAME.. # measure these instead
 """
 from __future__ import annotations

@@ -24,7 +24,8 @@
 # published in the same session.
 #
 # The device time: machine start (about 90 s) + one short call per `stage` + the `train` call
-# (TRAIN_UNTIL + about 40 s of packing) + about 20 s per `fetch` (4 parts of 15 MiB each, about 11
+# (TRAIN_UNTIL + the packing, 7 s for the 11 runs of the CIFAR-100 set on a 2-core CPU, SMOKE=1) + one
+# short call per `fetch` (4 parts of 15 MiB each, about 11
 # parts for the 11 float16 networks of the CIFAR-100 DeepReDuce set) must fit in the session's
 # device time (status's budget_left_s, 900 s at most): lower TRAIN_UNTIL (default 530) when it does not.
 #
@@ -131,7 +132,7 @@ git sparse-checkout disable afterwards) or move large untracked files into an ig
   done
   echo "  run(command=\"SET=... TRAIN_UNTIL=530 bash training/gpu_window.sh train [KEY=VALUE ...]\", carry=[\".data/window-$n\"], timeout_s=600)"
   echo "  run(command=\"bash training/gpu_window.sh fetch\", timeout_s=60)     # while train says parts are left"
-  echo "TRAIN_UNTIL: at most budget_left_s - 90 (start) - $((n - 1)) x 30 (stage) - 40 (packing) - 20 per fetch."
+  echo "TRAIN_UNTIL: below budget_left_s - 90 (start) - the stage and fetch calls (their transfer times are not measured yet) - packing."
 }
 
 # ------------------------------------------------------------------------------------ on the machine
